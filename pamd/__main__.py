@@ -1,0 +1,7 @@
+"""``python -m pamd``."""
+
+import sys
+
+from pamd.cli import main
+
+sys.exit(main())

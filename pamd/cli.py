@@ -1,0 +1,214 @@
+"""Command line: ``pamd run | check | monitors | plugins | trigger | config show | demo seed | db migrate``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio
+
+from pamd import __version__
+from pamd.assemble import Assembly, assemble
+from pamd.config import ConfigError, effective_config, find_config_path, load_config
+from pamd.http import ListenError
+
+EX_CONFIG = 78  # sysexits.h: configuration error; the unit file does not restart on it
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``pamd`` command; returns the exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        status: int = args.func(args)
+    except ConfigError as exc:
+        print(f"pamd: config error: {exc}", file=sys.stderr)
+        return EX_CONFIG
+    except ListenError as exc:
+        print(f"pamd: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return status
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pamd", description="Proactive-monitoring daemon: runs monitor plugins "
+                                     "on cron schedules and delivers their alerts.")
+    parser.add_argument("--version", action="version", version=f"pamd {__version__}")
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    def command(name: str, func: Any, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--config", metavar="PATH", help="config file (default: ./config.toml, "
+                       "else /etc/pamd/config.toml; env PAMD_CONFIG)")
+        p.set_defaults(func=func)
+        return p
+
+    command("run", _run, "Run the daemon in the foreground until SIGTERM (SIGHUP reloads).")
+    command("check", _check, "Validate the config and reach every configured backend; exit 0 if all pass "
+            "(for ExecStartPre and container health checks).")
+    p = command("monitors", _monitors, "List monitors with plugin, source, schedule and next three fire times.")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    command("plugins", _plugins, "List plugins and their hooks as JSON (failed plugins included).")
+    p = command("trigger", _trigger, "Run one tick of MONITOR now and print its alerts.")
+    p.add_argument("monitor", metavar="MONITOR")
+    p.add_argument("--user", metavar="ID", help="evaluate only this user")
+    p.add_argument("--dry-run", action="store_true", help="print alerts but deliver nothing")
+    cfg = sub.add_parser("config", help="Configuration commands.", description="Configuration commands.")
+    cfg_sub = cfg.add_subparsers(title="commands", metavar="COMMAND")
+    show = cfg_sub.add_parser("show", help="Print the effective config (defaults and env applied, secrets redacted).",
+                              description="Print the effective config (defaults and env applied, secrets redacted).")
+    show.add_argument("--config", metavar="PATH", help="config file")
+    show.set_defaults(func=_config_show)
+    demo = sub.add_parser("demo", help="Demo data commands.", description="Demo data commands.")
+    demo_sub = demo.add_subparsers(title="commands", metavar="COMMAND")
+    seed = demo_sub.add_parser("seed", help="Insert the demo users into the configured store (idempotent).",
+                               description="Insert the demo users into the configured store (idempotent).")
+    seed.add_argument("--config", metavar="PATH", help="config file")
+    seed.set_defaults(func=_demo_seed)
+    db = sub.add_parser("db", help="Database commands.", description="Database commands.")
+    db_sub = db.add_subparsers(title="commands", metavar="COMMAND")
+    migrate = db_sub.add_parser("migrate", help="Create or update the store's tables (idempotent).",
+                                description="Create or update the store's tables (idempotent).")
+    migrate.add_argument("--config", metavar="PATH", help="config file")
+    migrate.set_defaults(func=_db_migrate)
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    from pamd.daemon import Daemon
+    from pamd.logs import setup_logging
+
+    setup_logging()  # until the config's own [log] settings are known
+    status: int = anyio.run(Daemon(args.config).run)
+    return status
+
+
+def _check(args: argparse.Namespace) -> int:
+    from pamd.checks import run_checks
+
+    results = anyio.run(run_checks, args.config)
+    for ok, name, detail in results:
+        print(f"{'ok  ' if ok else 'FAIL'} {name}: {detail}")
+    return 0 if all(ok for ok, _, _ in results) else 1
+
+
+def _monitors(args: argparse.Namespace) -> int:
+    assembly = assemble(args.config, sinks=False)
+    now = datetime.now(UTC)
+    rows: list[dict[str, Any]] = []
+    for name, job in assembly.jobs.items():
+        fires = [f.astimezone(job.schedule.tz).isoformat() for f in job.schedule.next_n(now, 3)]
+        rows.append({"name": name, "plugin": job.plugin.name, "source": job.plugin.source, "enabled": job.enabled,
+                     "schedule": job.schedule.expr, "timezone": job.schedule.timezone, "next": fires})
+        if not args.json:
+            state = "" if job.enabled else "  (disabled)"
+            print(f"{name}{state}\n  plugin:   {job.plugin.name} ({job.plugin.source})\n"
+                  f"  schedule: {job.schedule.expr}  [{job.schedule.timezone}]\n  next:     {', '.join(fires)}")
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    return 0
+
+
+def _plugins(args: argparse.Namespace) -> int:
+    from pamd.plugins import load_plugins
+
+    config = load_config(find_config_path(args.config))
+    plugins = load_plugins(config.daemon.plugin_dirs)
+    print(json.dumps([p.as_json() for p in plugins.plugins], indent=2))
+    return 0
+
+
+def _trigger(args: argparse.Namespace) -> int:
+    assembly = assemble(args.config)
+    if args.monitor not in assembly.jobs:
+        known = ", ".join(sorted(assembly.jobs)) or "none"
+        print(f"pamd: no monitor {args.monitor!r} (known: {known})", file=sys.stderr)
+        return 2
+    result = anyio.run(_trigger_once, assembly, args.monitor, args.user, args.dry_run)
+    return 0 if result else 1
+
+
+async def _trigger_once(assembly: Assembly, monitor: str, user: str | None, dry_run: bool) -> bool:
+    import msgspec
+
+    from pamd.coordination import open_coordinator
+    from pamd.metrics import Metrics
+    from pamd.pipeline import AlertPipeline
+    from pamd.runner import Runner
+    from pamd.store import open_store
+
+    config = assembly.config
+    store = open_store(config.store_url)
+    await store.migrate()
+    coordinator = open_coordinator(config.coordination.url, config.coordination.prefix, str(config.state_dir))
+    metrics = Metrics()
+    pipeline = AlertPipeline({} if dry_run else assembly.sinks, metrics)
+    runner = Runner(assembly.jobs, pipeline, metrics, coordinator, store)
+    try:
+        result = await runner.run_tick(assembly.jobs[monitor], datetime.now(UTC).replace(microsecond=0),
+                                       user_id=user, dry_run=dry_run)
+    finally:
+        await pipeline.aclose()
+        await store.aclose()
+    for alert in result.alerts:
+        print(msgspec.json.encode(alert).decode())
+    verb = "would deliver" if dry_run else "delivered"
+    print(f"{monitor}: {result.outcome}, {len(result.alerts)} alert(s) {verb} in {result.duration_seconds:.3f} s"
+          + (f": {result.error}" if result.error else ""), file=sys.stderr)
+    return result.outcome == "success"
+
+
+def _config_show(args: argparse.Namespace) -> int:
+    config = load_config(find_config_path(args.config))
+    print(json.dumps(effective_config(config), indent=2))
+    return 0
+
+
+def _demo_seed(args: argparse.Namespace) -> int:
+    from pamd.store import open_store
+
+    config = load_config(find_config_path(args.config))
+
+    async def seed() -> int:
+        store = open_store(config.store_url)
+        try:
+            await store.migrate()
+            return await store.seed_demo(datetime.now(UTC))
+        finally:
+            await store.aclose()
+
+    config.state_dir.mkdir(parents=True, exist_ok=True)
+    count: int = anyio.run(seed)
+    print(f"seeded {count} demo rows into {config.store_url}")
+    return 0
+
+
+def _db_migrate(args: argparse.Namespace) -> int:
+    from pamd.store import open_store
+
+    config = load_config(find_config_path(args.config))
+
+    async def migrate() -> None:
+        store = open_store(config.store_url)
+        try:
+            await store.migrate()
+        finally:
+            await store.aclose()
+
+    config.state_dir.mkdir(parents=True, exist_ok=True)
+    anyio.run(migrate)
+    print(f"migrated {config.store_url}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,197 @@
+"""Configuration: ``config.toml`` plus ``PAMD_<SECTION>__<KEY>`` environment overrides, validated by msgspec.
+
+Every error is a :class:`ConfigError` whose message names where the bad value came from (file and line, or the
+environment variable), the key path and the problem.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+
+from pamd.locate import KeyLocator
+
+DEFAULT_PATHS = (Path("config.toml"), Path("/etc/pamd/config.toml"))
+ENV_PREFIX = "PAMD_"
+# PAMD_* variables that are not config keys.
+NON_KEY_ENV = frozenset({"PAMD_CONFIG", "PAMD_LOAD_PLUGINS", "PAMD_DISABLE_PLUGINS"})
+
+
+class ConfigError(Exception):
+    """Invalid configuration; ``str(err)`` is a one-line, located explanation."""
+
+
+class _Section(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    pass
+
+
+class DaemonSection(_Section):
+    state_dir: str = ""
+    plugin_dirs: list[str] = msgspec.field(default_factory=list)
+    shutdown_grace: float = 20.0
+    max_concurrent_ticks: int = 8
+    stall_threshold: float = 1.0
+    stall_disable_after: float = 5.0
+
+
+class LogSection(_Section):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "text"] = "auto"
+
+
+class HttpSection(_Section):
+    enabled: bool = True
+    listen: str = "127.0.0.1:8650"
+
+
+class StoreSection(_Section):
+    url: str = ""
+    seed_demo: bool = True
+
+
+class CoordinationSection(_Section):
+    url: str = ""
+    prefix: str = "pamd"
+
+
+class Config(_Section, dict=True):
+    """The whole, validated configuration. ``monitors`` and ``sinks`` tables are validated against plugins later."""
+
+    daemon: DaemonSection = msgspec.field(default_factory=DaemonSection)
+    log: LogSection = msgspec.field(default_factory=LogSection)
+    http: HttpSection = msgspec.field(default_factory=HttpSection)
+    store: StoreSection = msgspec.field(default_factory=StoreSection)
+    coordination: CoordinationSection = msgspec.field(default_factory=CoordinationSection)
+    monitors: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
+    sinks: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # Where each value came from, for error messages; set by load_config, not part of the config itself.
+        self.source = KeyLocator()
+
+    @property
+    def state_dir(self) -> Path:
+        """``daemon.state_dir``, else systemd's ``$STATE_DIRECTORY``, else ``./.pamd``."""
+        if self.daemon.state_dir:
+            return Path(self.daemon.state_dir)
+        env_dir = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
+        return Path(env_dir) if env_dir else Path(".pamd")
+
+    @property
+    def store_url(self) -> str:
+        return self.store.url or f"sqlite:///{self.state_dir / 'pamd.db'}"
+
+
+def find_config_path(explicit: str | None, environ: Mapping[str, str] = os.environ) -> Path | None:
+    """``--config``, else ``$PAMD_CONFIG``, else ``./config.toml``, else ``/etc/pamd/config.toml``, else none."""
+    chosen = explicit or environ.get("PAMD_CONFIG")
+    if chosen:
+        path = Path(chosen)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        return path
+    return next((p for p in DEFAULT_PATHS if p.is_file()), None)
+
+
+def load_config(path: Path | None, environ: Mapping[str, str] = os.environ) -> Config:
+    """Read, merge and validate the configuration."""
+    raw: dict[str, Any] = {}
+    locator = KeyLocator(path=str(path) if path else "")
+    if path is not None:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: cannot read config file: {exc}") from exc
+        try:
+            raw = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
+        locator.index_toml(text)
+    _apply_env(raw, environ, locator)
+    try:
+        config = msgspec.convert(raw, Config, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(locator.describe_validation_error(str(exc))) from exc
+    config.source = locator
+    _check_listen(config, locator)
+    return config
+
+
+def _apply_env(raw: dict[str, Any], environ: Mapping[str, str], locator: KeyLocator) -> None:
+    for name in sorted(environ):
+        if not name.startswith(ENV_PREFIX) or name in NON_KEY_ENV:
+            continue
+        parts = name[len(ENV_PREFIX) :].lower().split("__")
+        if len(parts) < 2 or not all(parts):
+            raise ConfigError(
+                f"env {name}: not a config key (use PAMD_<SECTION>__<KEY>, e.g. PAMD_HTTP__LISTEN)"
+            )
+        target = raw
+        for part in parts[:-1]:
+            child = target.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"env {name}: {'.'.join(parts)}: {part!r} is not a table")
+            target = child
+        target[parts[-1]] = _parse_env_value(environ[name])
+        locator.set_env(tuple(parts), name)
+
+
+def _parse_env_value(value: str) -> Any:
+    """Lists and inline tables are TOML (``["a", "b"]``); anything else stays a string, coerced by type later."""
+    stripped = value.strip()
+    if stripped[:1] in "[{" and stripped:
+        try:
+            return tomllib.loads(f"v = {stripped}")["v"]
+        except tomllib.TOMLDecodeError:
+            return value
+    return value
+
+
+_LISTEN = re.compile(r"^(?P<host>\[[0-9a-fA-F:.]+\]|[^:\[\]]*):(?P<port>\d{1,5})$")
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """``"127.0.0.1:8650"`` or ``"[::1]:8650"`` to ``(host, port)``; raises ValueError."""
+    match = _LISTEN.match(value.strip())
+    if not match or int(match["port"]) > 65535:
+        raise ValueError(f"expected HOST:PORT (e.g. 127.0.0.1:8650), got {value!r}")
+    return match["host"].strip("[]") or "0.0.0.0", int(match["port"])
+
+
+def _check_listen(config: Config, locator: KeyLocator) -> None:
+    try:
+        parse_listen(config.http.listen)
+    except ValueError as exc:
+        raise ConfigError(locator.located(("http", "listen"), str(exc))) from exc
+
+
+_SECRET_KEY = re.compile(r"(password|secret|token|api_key|apikey|key)$", re.IGNORECASE)
+_URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@]*):(?P<pw>[^@/]+)@", re.I)
+
+
+def redact(value: Any, key: str = "") -> Any:
+    """A copy of ``value`` with secret-looking keys and URL passwords replaced by ``"***"``."""
+    if isinstance(value, dict):
+        return {k: redact(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact(v, key) for v in value]
+    if isinstance(value, str):
+        if value and _SECRET_KEY.search(key):
+            return "***"
+        return _URL_CREDENTIALS.sub(r"\g<scheme>\g<user>:***@", value)
+    return value
+
+
+def effective_config(config: Config) -> dict[str, Any]:
+    """The configuration as plain data (defaults filled in), secrets redacted."""
+    data = msgspec.to_builtins(config)
+    data["daemon"]["state_dir"] = str(config.state_dir)
+    data["store"]["url"] = config.store_url
+    result: dict[str, Any] = redact(data)
+    return result

@@ -1,0 +1,73 @@
+"""The single-replica coordinator: always leader; claims and the fencing epoch persist in the state directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+STATE_FILE = "schedule-state.json"
+
+
+class LocalCoordinator:
+    """Always the leader. Remembers the last claimed tick per monitor so a restart neither repeats a tick nor
+    forgets the ticks it missed while down; each start begins a new epoch."""
+
+    def __init__(self, state_dir: str | Path) -> None:
+        self.path = Path(state_dir) / STATE_FILE
+        self.identity = f"{socket.gethostname()}:{os.getpid()}"
+        self._epoch = 0
+        self._last: dict[str, datetime] = {}
+
+    @property
+    def epoch(self) -> int:
+        return self._epoch
+
+    def is_leader(self) -> bool:
+        return True
+
+    async def start(self) -> None:
+        state = self._read()
+        self._epoch = int(state.get("epoch", 0)) + 1
+        self._last = {name: datetime.fromisoformat(ts) for name, ts in state.get("last_tick", {}).items()}
+        self._write()
+
+    async def claim_tick(self, monitor: str, scheduled_at: datetime) -> bool:
+        last = self._last.get(monitor)
+        if last is not None and scheduled_at <= last:
+            return False
+        self._last[monitor] = scheduled_at
+        self._write()
+        return True
+
+    async def last_tick(self, monitor: str) -> datetime | None:
+        return self._last.get(monitor)
+
+    async def ping(self) -> None:
+        if not os.access(self.path.parent, os.W_OK):
+            raise OSError(f"state directory {self.path.parent} is not writable")
+
+    async def aclose(self) -> None:
+        return None
+
+    def status(self) -> dict[str, Any]:
+        return {"backend": "local", "identity": self.identity, "leader": True, "epoch": self._epoch}
+
+    def _read(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            raise OSError(f"{self.path}: unreadable schedule state ({exc}); move it aside to start afresh") from exc
+        return data if isinstance(data, dict) else {}
+
+    def _write(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        payload = {"epoch": self._epoch, "last_tick": {k: v.isoformat() for k, v in self._last.items()}}
+        tmp.write_text(json.dumps(payload), encoding="utf-8")
+        os.replace(tmp, self.path)

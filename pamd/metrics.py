@@ -1,0 +1,83 @@
+"""Prometheus metrics. One registry per daemon so several daemons can live in one test process.
+
+Names follow Prometheus conventions: ``pamd_`` prefix, base units, ``_total`` counters, no per-user labels.
+Every known label set is created at 0 so dashboards and alert rules see the series before the first event.
+"""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from pamd import __version__
+from pamd.model import Priority
+
+RUN_OUTCOMES = ("success", "error", "timeout", "skipped", "missed")
+ALERT_OUTCOMES = ("delivered", "failed", "dry_run")
+DELIVERY_OUTCOMES = ("success", "error")
+LATENESS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
+LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+class Metrics:
+    """All of pamd's metrics, on their own registry."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.build_info = Gauge("pamd_build_info", "pamd version and Python runtime (value 1)",
+                                ["version", "python"], registry=r)
+        self.build_info.labels(__version__, platform.python_version()).set(1)
+        self.runs = Counter("pamd_monitor_runs_total", "Scheduled ticks by outcome "
+                            "(success, error, timeout, skipped: previous run still going, missed: beyond grace)",
+                            ["monitor", "outcome"], registry=r)
+        self.retries = Counter("pamd_monitor_retries_total", "Attempts retried after an error or timeout",
+                               ["monitor"], registry=r)
+        self.duration = Histogram("pamd_monitor_run_duration_seconds", "Wall time of a tick, retries included",
+                                  ["monitor"], buckets=DURATION_BUCKETS, registry=r)
+        self.lateness = Histogram("pamd_monitor_lateness_seconds", "Tick start minus its scheduled time",
+                                  ["monitor"], buckets=LATENESS_BUCKETS, registry=r)
+        self.last_success = Gauge("pamd_monitor_last_success_timestamp_seconds",
+                                  "Unix time of the last successful tick", ["monitor"], registry=r)
+        self.up = Gauge("pamd_monitor_up", "1 if the monitor is enabled and its last tick succeeded",
+                        ["monitor"], registry=r)
+        self.alerts = Counter("pamd_alerts_total", "Alerts produced by monitors, by what became of them",
+                              ["monitor", "priority", "outcome"], registry=r)
+        self.deliveries = Counter("pamd_deliveries_total", "Alert deliveries attempted per sink",
+                                  ["sink", "outcome"], registry=r)
+        self.loop_lag = Histogram("pamd_event_loop_lag_seconds", "How late the event loop woke a timer",
+                                  buckets=LAG_BUCKETS, registry=r)
+        self.loop_stalls = Counter("pamd_event_loop_stalls_total",
+                                   "Times the event loop was blocked beyond the stall threshold, by culprit",
+                                   ["monitor"], registry=r)
+        self.plugin_up = Gauge("pamd_plugin_up", "1 if the plugin loaded, 0 if it failed or is disabled",
+                               ["plugin", "source"], registry=r)
+        self.reloads = Counter("pamd_config_reloads_total", "SIGHUP reloads by outcome", ["outcome"], registry=r)
+        for outcome in ("success", "error"):
+            self.reloads.labels(outcome)
+
+    def declare_monitors(self, names: Iterable[str]) -> None:
+        """Create every per-monitor series at 0."""
+        for name in names:
+            for outcome in RUN_OUTCOMES:
+                self.runs.labels(name, outcome)
+            self.retries.labels(name)
+            self.duration.labels(name)
+            self.lateness.labels(name)
+            self.last_success.labels(name)
+            self.up.labels(name)
+            self.loop_stalls.labels(name)
+            for priority in Priority:
+                for alert_outcome in ALERT_OUTCOMES:
+                    self.alerts.labels(name, priority.value, alert_outcome)
+
+    def declare_sinks(self, names: Iterable[str]) -> None:
+        for name in names:
+            for outcome in DELIVERY_OUTCOMES:
+                self.deliveries.labels(name, outcome)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

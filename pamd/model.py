@@ -1,0 +1,89 @@
+"""Alerts and priorities: the values that flow from monitors to sinks."""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import os
+import time
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+
+class Priority(enum.StrEnum):
+    """How urgent an alert is. Ordered: ``LOW < MEDIUM < HIGH < URGENT``."""
+
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    URGENT = "urgent"
+
+    @property
+    def rank(self) -> int:
+        return _RANK[self]
+
+    def __lt__(self, other: object) -> bool:
+        if not isinstance(other, Priority):
+            return NotImplemented
+        return self.rank < other.rank
+
+    def __le__(self, other: object) -> bool:
+        if not isinstance(other, Priority):
+            return NotImplemented
+        return self.rank <= other.rank
+
+    def __gt__(self, other: object) -> bool:
+        if not isinstance(other, Priority):
+            return NotImplemented
+        return self.rank > other.rank
+
+    def __ge__(self, other: object) -> bool:
+        if not isinstance(other, Priority):
+            return NotImplemented
+        return self.rank >= other.rank
+
+
+_RANK = {Priority.LOW: 0, Priority.MEDIUM: 1, Priority.HIGH: 2, Priority.URGENT: 3}
+
+
+class Alert(msgspec.Struct, kw_only=True):
+    """A candidate alert produced by a monitor.
+
+    A monitor fills in what it knows (user, kind, priority, text, facts); the runner stamps ``monitor``, ``id``,
+    ``created_at``, ``epoch`` and, when empty, ``fingerprint``.
+    """
+
+    user_id: str
+    kind: str
+    priority: Priority
+    title: str
+    body: str
+    facts: dict[str, Any] = msgspec.field(default_factory=dict)
+    actions: list[dict[str, Any]] = msgspec.field(default_factory=list)
+    fingerprint: str = ""
+    expires_at: datetime | None = None
+    monitor: str = ""
+    id: str = ""
+    created_at: datetime | None = None
+    epoch: int = 0
+
+    def default_fingerprint(self) -> str:
+        """A stable identity for "the same condition": monitor, user and kind."""
+        raw = f"{self.monitor}\x00{self.user_id}\x00{self.kind}".encode()
+        return hashlib.sha256(raw).hexdigest()[:32]
+
+
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def new_alert_id(now_ms: int | None = None) -> str:
+    """A ULID: 48-bit millisecond timestamp + 80 random bits, Crockford base32, lexicographically sortable."""
+    ms = int(time.time() * 1000) if now_ms is None else now_ms
+    value = (ms << 80) | int.from_bytes(os.urandom(10), "big")
+    chars = []
+    for _ in range(26):
+        chars.append(_CROCKFORD[value & 31])
+        value >>= 5
+    return "".join(reversed(chars))

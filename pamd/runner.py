@@ -1,0 +1,256 @@
+"""Runs ticks: timeout, retries with backoff, no overlap, bounded concurrency, and failure isolation.
+
+A monitor that raises or hangs fails its own tick only; the error is logged, counted and shown in ``/status``.
+A monitor whose ``run`` is a plain (non-async) function runs in a worker thread so it cannot block the loop.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio
+import anyio.abc
+from tenacity import AsyncRetrying, RetryCallState, stop_after_attempt, wait_random_exponential
+
+from pamd.coordination.base import Coordinator
+from pamd.jobs import Job
+from pamd.metrics import Metrics
+from pamd.model import Alert
+from pamd.monitor import MonitorContext
+from pamd.pipeline import AlertPipeline
+from pamd.store.base import Store
+
+log = logging.getLogger("pamd.runner")
+
+RETRY_BASE_SECONDS = 1.0
+RETRY_MAX_SECONDS = 60.0
+
+
+@dataclass
+class JobState:
+    """What ``/status`` shows about a monitor."""
+
+    running: bool = False
+    queued: datetime | None = None
+    next_run: datetime | None = None
+    last_scheduled_at: datetime | None = None
+    last_started_at: datetime | None = None
+    last_finished_at: datetime | None = None
+    last_outcome: str | None = None
+    last_error: str | None = None
+    last_duration_seconds: float | None = None
+    last_alerts: int = 0
+    stalls: int = 0
+    disabled_reason: str | None = None
+
+
+@dataclass
+class TickResult:
+    monitor: str
+    scheduled_at: datetime
+    outcome: str
+    alerts: list[Alert] = field(default_factory=list)
+    error: str | None = None
+    attempts: int = 0
+    duration_seconds: float = 0.0
+
+
+class Runner:
+    """Executes ticks for a set of jobs. ``serve`` hosts background ticks; ``run_tick`` runs one and waits."""
+
+    def __init__(
+        self,
+        jobs: dict[str, Job],
+        pipeline: AlertPipeline,
+        metrics: Metrics,
+        coordinator: Coordinator,
+        store: Store | None,
+        max_concurrent_ticks: int = 8,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.jobs = jobs
+        self.pipeline = pipeline
+        self.metrics = metrics
+        self.coordinator = coordinator
+        self.store = store
+        self.clock = clock
+        self.states: dict[str, JobState] = {name: JobState() for name in jobs}
+        self._limiter = anyio.CapacityLimiter(max(1, max_concurrent_ticks))
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._idle = anyio.Event()
+        self._idle.set()
+        self._running = 0
+        metrics.declare_monitors(jobs)
+        for name, job in jobs.items():
+            metrics.up.labels(name).set(1 if job.enabled else 0)
+
+    async def serve(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Host background ticks until cancelled."""
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            task_status.started()
+            await anyio.sleep_forever()
+
+    def dispatch(self, job: Job, scheduled_at: datetime) -> bool:
+        """Start a tick in the background unless the previous one is still running (then skip or queue one)."""
+        state = self.states[job.name]
+        lateness = (self.clock() - scheduled_at - job.jitter).total_seconds()
+        if state.running:
+            if job.overlap == "queue" and state.queued is None:
+                state.queued = scheduled_at
+                return True
+            self.metrics.runs.labels(job.name, "skipped").inc()
+            log.warning("monitor %s: tick %s skipped, previous run still going", job.name,
+                        scheduled_at.isoformat(), extra={"monitor": job.name})
+            return False
+        assert self._tg is not None, "Runner.serve() is not running"
+        self.metrics.lateness.labels(job.name).observe(max(0.0, lateness))
+        state.running = True
+        self._running += 1
+        self._idle = anyio.Event() if self._idle.is_set() else self._idle
+        self._tg.start_soon(self._background_tick, job, scheduled_at)
+        return True
+
+    async def _background_tick(self, job: Job, scheduled_at: datetime) -> None:
+        state = self.states[job.name]
+        try:
+            while True:
+                await self.run_tick(job, scheduled_at)
+                if state.queued is None:
+                    break
+                scheduled_at, state.queued = state.queued, None
+        finally:
+            state.running = False
+            self._running -= 1
+            if self._running == 0:
+                self._idle.set()
+
+    async def wait_idle(self) -> None:
+        """Return when no tick is running."""
+        await self._idle.wait()
+
+    @property
+    def running_count(self) -> int:
+        return self._running
+
+    def cancel_all(self) -> None:
+        if self._tg is not None:
+            self._tg.cancel_scope.cancel()
+
+    async def run_tick(
+        self,
+        job: Job,
+        scheduled_at: datetime,
+        *,
+        user_id: str | None = None,
+        dry_run: bool = False,
+    ) -> TickResult:
+        """Run one tick now (with timeout and retries) and hand its alerts to the pipeline."""
+        state = self.states[job.name]
+        result = TickResult(job.name, scheduled_at, "success")
+        started = time.monotonic()
+        state.last_scheduled_at, state.last_started_at = scheduled_at, self.clock()
+        async with self._limiter:
+            try:
+                result.alerts = await self._attempts(job, scheduled_at, user_id, dry_run, result)
+            except TimeoutError:
+                result.outcome, result.error = "timeout", f"timed out after {job.timeout:g} s"
+            except Exception as exc:
+                result.outcome, result.error = "error", f"{type(exc).__name__}: {exc}"
+        result.duration_seconds = time.monotonic() - started
+        self._record(job, state, result)
+        return result
+
+    async def _attempts(
+        self, job: Job, scheduled_at: datetime, user_id: str | None, dry_run: bool, result: TickResult
+    ) -> list[Alert]:
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(job.retries + 1),
+            wait=wait_random_exponential(multiplier=RETRY_BASE_SECONDS, max=RETRY_MAX_SECONDS),
+            sleep=anyio.sleep,
+            reraise=True,
+            before_sleep=lambda rs: self._before_retry(job, rs),
+        )
+        async for attempt in retrying:
+            with attempt:
+                result.attempts += 1
+                ctx = MonitorContext(
+                    monitor=job.name,
+                    scheduled_at=scheduled_at,
+                    config=job.config,
+                    store=self.store,
+                    epoch=self.coordinator.epoch,
+                    user_id=user_id,
+                    dry_run=dry_run,
+                    concurrency=job.concurrency,
+                    logger=logging.getLogger(f"pamd.monitor.{job.name}"),
+                    clock=self.clock,
+                )
+                with anyio.fail_after(job.timeout):
+                    # Alerts are buffered per attempt: a failed attempt leaves nothing half-delivered.
+                    alerts = await collect(job, ctx)
+        return await self.pipeline.submit(job.name, alerts, epoch=self.coordinator.epoch, dry_run=dry_run)
+
+    def _before_retry(self, job: Job, retry_state: RetryCallState) -> None:
+        self.metrics.retries.labels(job.name).inc()
+        exc = retry_state.outcome.exception() if retry_state.outcome else None
+        delay = retry_state.next_action.sleep if retry_state.next_action else 0.0
+        log.warning("monitor %s: attempt %d failed (%s); retrying in %.1f s", job.name,
+                    retry_state.attempt_number, _describe(exc), delay, extra={"monitor": job.name})
+
+    def _record(self, job: Job, state: JobState, result: TickResult) -> None:
+        now = self.clock()
+        state.last_finished_at = now
+        state.last_outcome = result.outcome
+        state.last_error = result.error
+        state.last_duration_seconds = round(result.duration_seconds, 6)
+        state.last_alerts = len(result.alerts)
+        self.metrics.runs.labels(job.name, result.outcome).inc()
+        self.metrics.duration.labels(job.name).observe(result.duration_seconds)
+        extra = {"monitor": job.name, "scheduled_at": result.scheduled_at.isoformat(), "outcome": result.outcome,
+                 "duration_seconds": state.last_duration_seconds, "alerts": len(result.alerts)}
+        if result.outcome == "success":
+            self.metrics.last_success.labels(job.name).set(now.timestamp())
+            self.metrics.up.labels(job.name).set(1)
+            log.info("monitor %s: tick done, %d alert(s)", job.name, len(result.alerts), extra=extra)
+        else:
+            self.metrics.up.labels(job.name).set(0)
+            log.error("monitor %s: tick failed after %d attempt(s): %s", job.name, result.attempts,
+                      result.error, extra=extra)
+
+
+async def collect(job: Job, ctx: MonitorContext) -> list[Alert]:
+    """Call the monitor and gather its alerts, whatever shape ``run`` returns."""
+    pamd_running_monitor = job.name  # noqa: F841 - read by pamd.loopwatch to blame a loop stall
+    run = job.monitor.run
+    if inspect.iscoroutinefunction(run) or inspect.isasyncgenfunction(run):
+        produced: Any = run(ctx)
+    else:
+        produced = await anyio.to_thread.run_sync(run, ctx, abandon_on_cancel=True)
+    if inspect.isawaitable(produced):
+        produced = await produced
+    if produced is None:
+        return []
+    if hasattr(produced, "__aiter__"):
+        return [_check(job, a) async for a in produced]
+    return [_check(job, a) for a in produced]
+
+
+def _check(job: Job, item: object) -> Alert:
+    if not isinstance(item, Alert):
+        raise TypeError(f"monitor {job.name} produced {type(item).__name__}, expected pamd.Alert")
+    return item
+
+
+def _describe(exc: BaseException | None) -> str:
+    if exc is None:
+        return "unknown error"
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    return f"{type(exc).__name__}: {exc}"

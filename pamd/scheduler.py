@@ -1,0 +1,140 @@
+"""The scheduler: turns each job's cron schedule into ticks, with misfire grace, coalescing and catch-up.
+
+It sleeps on the monotonic clock in bounded chunks and re-reads the wall clock on every wake, so a wall-clock step
+(NTP correction, suspend/resume) shifts nothing: ticks due in a forward step are coalesced into one run if still
+within grace, and a backward step never repeats a tick (the claim of a tick is remembered).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import anyio
+
+from pamd.coordination.base import Coordinator
+from pamd.jobs import Job
+from pamd.metrics import Metrics
+from pamd.runner import Runner
+
+log = logging.getLogger("pamd.scheduler")
+
+MAX_SLEEP_SECONDS = 30.0
+MAX_COUNTED_MISSES = 1000
+
+
+class Scheduler:
+    """One task per enabled job; dispatches due ticks to the runner when this replica is the leader."""
+
+    def __init__(
+        self,
+        jobs: dict[str, Job],
+        runner: Runner,
+        coordinator: Coordinator,
+        metrics: Metrics,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        max_sleep: float = MAX_SLEEP_SECONDS,
+    ) -> None:
+        self.jobs = jobs
+        self.runner = runner
+        self.coordinator = coordinator
+        self.metrics = metrics
+        self.clock = clock
+        self.max_sleep = max_sleep
+        self.started_monotonic: float | None = None
+        self._live_loops = 0
+
+    @property
+    def alive(self) -> bool:
+        """True while every enabled job's loop is running."""
+        enabled = sum(1 for job in self.jobs.values() if job.enabled)
+        return self.started_monotonic is not None and self._live_loops == enabled
+
+    async def run(self) -> None:
+        """Schedule until cancelled."""
+        self.started_monotonic = time.monotonic()
+        async with anyio.create_task_group() as tg:
+            for job in self.jobs.values():
+                if job.enabled:
+                    tg.start_soon(self._job_loop, job)
+
+    async def _job_loop(self, job: Job) -> None:
+        self._live_loops += 1
+        try:
+            now = self.clock()
+            await self._startup(job, now)
+            while True:
+                try:
+                    await self._follow_schedule(job)
+                except Exception:
+                    log.exception("monitor %s: scheduler loop failed; restarting it in 1 s", job.name,
+                                  extra={"monitor": job.name})
+                    await anyio.sleep(1)
+        finally:
+            self._live_loops -= 1
+
+    async def _startup(self, job: Job, now: datetime) -> None:
+        """Catch up a tick missed while down (coalesced, within grace), else honour ``run_at_startup``."""
+        last = await self.coordinator.last_tick(job.name)
+        if last is not None and last < now:
+            window_start = max(last, now - job.misfire_grace - job.jitter)
+            recent = list(job.schedule.between(window_start, now))
+            missed = self._count_missed(job, last, window_start)
+            if recent:
+                missed += len(recent) - 1
+                self._record_missed(job, missed, "while the daemon was down")
+                await self._fire(job, recent[-1])
+                return
+            self._record_missed(job, missed, "while the daemon was down")
+        if job.run_at_startup:
+            await self._fire(job, now.replace(microsecond=0))
+
+    def _count_missed(self, job: Job, last: datetime, until: datetime) -> int:
+        count = 0
+        for _ in job.schedule.between(last, until):
+            count += 1
+            if count >= MAX_COUNTED_MISSES:
+                break
+        return count
+
+    async def _follow_schedule(self, job: Job) -> None:
+        state = self.runner.states[job.name]
+        fires = job.schedule.iter_after(self.clock())
+        due = next(fires)
+        while True:
+            state.next_run = due + job.jitter
+            await self._sleep_until(due + job.jitter)
+            now = self.clock()
+            upcoming = next(fires)
+            coalesced = 0
+            while upcoming + job.jitter <= now:
+                coalesced += 1
+                due, upcoming = upcoming, next(fires)
+            late = now - (due + job.jitter)
+            if late > job.misfire_grace:
+                self._record_missed(job, coalesced + 1, f"{late.total_seconds():.1f} s late, beyond grace")
+            else:
+                self._record_missed(job, coalesced, "coalesced into one run")
+                await self._fire(job, due)
+            due = upcoming
+
+    async def _fire(self, job: Job, scheduled_at: datetime) -> None:
+        if self.runner.states[job.name].disabled_reason or not self.coordinator.is_leader():
+            return
+        if await self.coordinator.claim_tick(job.name, scheduled_at):
+            self.runner.dispatch(job, scheduled_at)
+
+    async def _sleep_until(self, target: datetime) -> None:
+        while True:
+            remaining = (target - self.clock()).total_seconds()
+            if remaining <= 0:
+                return
+            await anyio.sleep(min(remaining, self.max_sleep))
+
+    def _record_missed(self, job: Job, count: int, why: str) -> None:
+        if count <= 0:
+            return
+        self.metrics.runs.labels(job.name, "missed").inc(count)
+        log.warning("monitor %s: %d tick(s) missed (%s)", job.name, count, why, extra={"monitor": job.name})

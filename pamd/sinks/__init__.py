@@ -1,0 +1,1 @@
+"""Alert sinks: where accepted alerts are delivered."""

@@ -1,0 +1,68 @@
+"""Shared fixtures. Nothing is started silently: tests that need a service say so."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+PAMD = str(Path(sys.executable).with_name("pamd"))
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def port() -> int:
+    return free_port()
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    """The process environment without any PAMD_* variable, so a developer's shell cannot leak into tests."""
+    for name in list(os.environ):
+        if name.startswith("PAMD_") or name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"):
+            monkeypatch.delenv(name)
+    yield dict(os.environ)
+
+
+def write_config(directory: Path, port: int, extra: str = "", *, daemon: str = "", state: Path | None = None,
+                 grace: float = 5.0) -> Path:
+    """A config file for a test daemon: its own state dir and port, demo store, JSON logs.
+
+    ``daemon`` holds extra lines for the ``[daemon]`` table, ``extra`` further tables.
+    """
+    state = state or directory / "state"
+    path = directory / "config.toml"
+    path.write_text(
+        f"""
+[daemon]
+state_dir = "{state}"
+shutdown_grace = {grace}
+{daemon}
+
+[log]
+level = "info"
+format = "json"
+
+[http]
+listen = "127.0.0.1:{port}"
+{extra}
+""",
+        encoding="utf-8",
+    )
+    return path

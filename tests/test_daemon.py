@@ -1,0 +1,164 @@
+"""End to end: ``pamd run`` as a subprocess, its HTTP endpoints, signals and systemd notifications."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, write_config
+from tests.daemon_proc import DaemonProcess, wait_for
+from tests.plugin_sources import BROKEN_IMPORT, RECORDER, plugin_dir
+
+
+@pytest.fixture
+def daemons() -> Iterator[list[DaemonProcess]]:
+    started: list[DaemonProcess] = []
+    yield started
+    for daemon in started:
+        daemon.kill()
+
+
+def test_embedded_default_shows_fuel_alerts_within_seconds(tmp_path: Path, port: int,
+                                                           daemons: list[DaemonProcess]) -> None:
+    # Exactly the README's demo: the repo's config.toml, a fresh directory, nothing else configured.
+    shutil.copy(REPO / "config.toml", tmp_path / "config.toml")
+    started = time.monotonic()
+    daemon = DaemonProcess(tmp_path, None, port, env={"PAMD_HTTP__LISTEN": f"127.0.0.1:{port}"})
+    daemons.append(daemon)
+    wait_for(lambda: "fuel →" in daemon.stdout(), 10, lambda: f"no alert on stdout; stderr:\n{daemon.stderr()}")
+    assert time.monotonic() - started < 10
+    alerts = [json.loads(line) for line in (tmp_path / ".pamd" / "alerts.jsonl").read_text().splitlines()]
+    assert {a["priority"] for a in alerts} >= {"medium", "high", "urgent"}
+    assert all(a["monitor"] == "fuel" and a["id"] and a["fingerprint"] for a in alerts)
+    status = daemon.json("/status")
+    assert status["monitors"]["fuel"]["last_outcome"] == "success"
+    assert status["leader"] is True and status["epoch"] == 1
+    assert daemon.stop() == 0
+
+
+def test_http_endpoints(tmp_path: Path, port: int, daemons: list[DaemonProcess]) -> None:
+    config = write_config(tmp_path, port)
+    daemon = DaemonProcess(tmp_path, config, port)
+    daemons.append(daemon)
+    daemon.wait_ready()
+    wait_for(lambda: daemon.json("/status")["monitors"]["fuel"]["last_outcome"], 10)
+    assert daemon.get("/livez")[0] == 200
+    code, body = daemon.get("/readyz")
+    assert code == 200 and json.loads(body)["checks"] == {
+        "config": "ok", "plugins": "ok", "store": "ok", "coordinator": "ok", "state": "running"}
+    assert daemon.get("/healthz")[0] == 200
+    assert daemon.get("/nope")[0] == 404
+    metrics = daemon.get("/metrics")[1]
+    for line in ('pamd_build_info{python=', 'pamd_monitor_runs_total{monitor="fuel",outcome="success"} 1.0',
+                 'pamd_monitor_runs_total{monitor="fuel",outcome="timeout"} 0.0',
+                 'pamd_monitor_run_duration_seconds_bucket{le="0.005",monitor="fuel"}',
+                 'pamd_monitor_lateness_seconds_count{monitor="fuel"} 1.0',
+                 'pamd_monitor_last_success_timestamp_seconds{monitor="fuel"}', 'pamd_monitor_up{monitor="fuel"} 1.0',
+                 'pamd_alerts_total{monitor="fuel",outcome="delivered",priority="urgent"}',
+                 'pamd_alerts_total{monitor="fuel",outcome="failed",priority="low"} 0.0',
+                 'pamd_event_loop_lag_seconds_bucket', 'pamd_plugin_up{plugin="fuel",source="built-in"} 1.0'):
+        assert line in metrics, line
+    status = daemon.json("/status")
+    fuel = status["monitors"]["fuel"]
+    assert fuel["schedule"] == "*/5 * * * *" and fuel["source"] == "built-in" and fuel["next_run"]
+    assert status["version"] and status["state"] == "running"
+    assert daemon.stop() == 0
+
+
+def test_sigterm_drains_running_tick_then_exits_zero(tmp_path: Path, port: int,
+                                                      daemons: list[DaemonProcess]) -> None:
+    record = tmp_path / "record.txt"
+    plugins = plugin_dir(tmp_path, recorder=RECORDER)
+    config = write_config(tmp_path, port, "[monitors.fuel]\nenabled = false\n",
+                          daemon=f'plugin_dirs = ["{plugins}"]', grace=10.0)
+    daemon = DaemonProcess(tmp_path, config, port, env={"TEST_PAMD_RECORD": str(record)})
+    daemons.append(daemon)
+    daemon.wait_ready()
+    wait_for(lambda: daemon.json("/status")["monitors"]["slow"]["running"], 5)
+    daemon.signal(signal.SIGTERM)
+    assert daemon.proc.wait(15) == 0
+    lines = record.read_text().splitlines()
+    assert any(line.startswith("slow ") for line in lines), "the running slow tick was cut off instead of drained"
+    assert "draining" in daemon.stderr()
+
+
+def test_failed_plugin_is_isolated_and_visible(tmp_path: Path, port: int, daemons: list[DaemonProcess]) -> None:
+    plugins = plugin_dir(tmp_path, broken=BROKEN_IMPORT)
+    config = write_config(tmp_path, port, daemon=f'plugin_dirs = ["{plugins}"]')
+    daemon = DaemonProcess(tmp_path, config, port)
+    daemons.append(daemon)
+    daemon.wait_ready()
+    broken = next(p for p in daemon.json("/status")["plugins"] if p["name"] == "broken")
+    assert broken["status"] == "failed" and "RuntimeError: boom at import (broken.py:2)" in broken["error"]
+    assert 'pamd_plugin_up{plugin="broken",source="plugin dir"} 0.0' in daemon.get("/metrics")[1]
+    assert "boom at import" in daemon.stderr()
+    assert daemon.stop() == 0
+
+
+class NotifyListener:
+    def __init__(self, path: Path) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.settimeout(0.2)
+        self.messages: list[str] = []
+
+    def drain(self) -> list[str]:
+        while True:
+            try:
+                self.messages.append(self.sock.recv(4096).decode())
+            except TimeoutError:
+                return self.messages
+
+    def wait(self, needle: str, timeout: float = 10) -> str:
+        def found() -> str | None:
+            self.drain()
+            return next((m for m in self.messages if needle in m), None)
+
+        result: str = wait_for(found, timeout, lambda: f"no {needle!r} in {self.messages}")
+        return result
+
+
+def test_systemd_notify_watchdog_reload_and_stop(tmp_path: Path, port: int, daemons: list[DaemonProcess]) -> None:
+    listener = NotifyListener(tmp_path / "notify.sock")
+    config = write_config(tmp_path, port)
+    daemon = DaemonProcess(tmp_path, config, port, env={
+        "NOTIFY_SOCKET": str(tmp_path / "notify.sock"), "WATCHDOG_USEC": "400000"})
+    daemons.append(daemon)
+    ready = listener.wait("READY=1")
+    assert "STATUS=running 1 monitors; http 127.0.0.1:" in ready
+    # READY=1 is sent only once HTTP is bound: the port answers now.
+    assert daemon.get("/livez")[0] == 200
+    before = len([m for m in listener.drain() if "WATCHDOG=1" in m])
+    time.sleep(1.0)
+    pings = len([m for m in listener.drain() if "WATCHDOG=1" in m]) - before
+    assert 3 <= pings <= 8, pings  # every WATCHDOG_USEC/2 = 0.2 s
+
+    # SIGHUP with a new schedule: reloads, keeps the port, says RELOADING=1 then READY=1.
+    config.write_text(config.read_text() + '\n[monitors.fuel]\nschedule = "*/7 * * * *"\n')
+    daemon.signal(signal.SIGHUP)
+    listener.wait("RELOADING=1")
+    wait_for(lambda: daemon.json("/status")["monitors"]["fuel"]["schedule"] == "*/7 * * * *", 10)
+    assert daemon.json("/status")["last_reload"]["outcome"] == "success"
+
+    # A broken config on reload keeps the running one and says why.
+    good = config.read_text()
+    config.write_text(good.replace('"*/7 * * * *"', '"every tuesday"'))
+    daemon.signal(signal.SIGHUP)
+    wait_for(lambda: (daemon.json("/status")["last_reload"] or {}).get("outcome") == "error", 10)
+    reload_info = daemon.json("/status")["last_reload"]
+    assert "monitors.fuel.schedule: bad cron expression 'every tuesday'" in reload_info["error"]
+    assert daemon.json("/status")["monitors"]["fuel"]["schedule"] == "*/7 * * * *"
+    assert daemon.get("/readyz")[0] == 200
+    assert "reload failed, keeping the running configuration" in daemon.stderr()
+    assert 'pamd_config_reloads_total{outcome="error"} 1.0' in daemon.get("/metrics")[1]
+
+    daemon.signal(signal.SIGTERM)
+    listener.wait("STOPPING=1")
+    assert daemon.proc.wait(10) == 0
