@@ -197,8 +197,9 @@ def _unknown_hooks(module: Any) -> str:
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, pluggy.PluginValidationError):
         return str(exc)
-    frame = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
-    where = f" ({Path(frame[0].filename).name}:{frame[0].lineno})" if frame else ""
+    # The innermost frame of real source (not "<frozen importlib...>"), usually the plugin's own line.
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.startswith("<")]
+    where = f" ({Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else ""
     return f"{type(exc).__name__}: {exc}{where}"
 
 

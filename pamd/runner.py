@@ -73,6 +73,7 @@ class Runner:
         store: Store | None,
         max_concurrent_ticks: int = 8,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        retry_base_seconds: float = RETRY_BASE_SECONDS,
     ) -> None:
         self.jobs = jobs
         self.pipeline = pipeline
@@ -80,6 +81,7 @@ class Runner:
         self.coordinator = coordinator
         self.store = store
         self.clock = clock
+        self.retry_base_seconds = retry_base_seconds
         self.states: dict[str, JobState] = {name: JobState() for name in jobs}
         self._limiter = anyio.CapacityLimiter(max(1, max_concurrent_ticks))
         self._tg: anyio.abc.TaskGroup | None = None
@@ -172,7 +174,7 @@ class Runner:
     ) -> list[Alert]:
         retrying = AsyncRetrying(
             stop=stop_after_attempt(job.retries + 1),
-            wait=wait_random_exponential(multiplier=RETRY_BASE_SECONDS, max=RETRY_MAX_SECONDS),
+            wait=wait_random_exponential(multiplier=self.retry_base_seconds, max=RETRY_MAX_SECONDS),
             sleep=anyio.sleep,
             reraise=True,
             before_sleep=lambda rs: self._before_retry(job, rs),

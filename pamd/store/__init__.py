@@ -1,0 +1,23 @@
+"""Stores: where users' data and pamd's own state live."""
+
+from __future__ import annotations
+
+from pamd.store.base import Store
+
+__all__ = ["Store", "open_store"]
+
+SUPPORTED_SCHEMES = ("sqlite",)
+
+
+def open_store(url: str) -> Store:
+    """Build the store for ``url`` (``[store] url``). Nothing is opened until first use.
+
+    Supported: ``sqlite:///relative.db``, ``sqlite:////absolute.db``. Raises :class:`ValueError` for any other
+    scheme (Postgres and Supabase come later).
+    """
+    scheme = url.split(":", 1)[0].lower() if ":" in url else url
+    if scheme == "sqlite":
+        from pamd.store.sqlite import SQLiteStore
+
+        return SQLiteStore(url)
+    raise ValueError(f"unsupported store url scheme {scheme!r} (supported: {', '.join(SUPPORTED_SCHEMES)})")

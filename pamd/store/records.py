@@ -1,0 +1,135 @@
+"""Typed records the stores hand to monitors, and the timestamp convention they share.
+
+Everything is in SI units (litres, kilometres) and UTC. Records are immutable :class:`msgspec.Struct` values, so a
+monitor cannot accidentally change what another one sees, and ``pamd explain`` can print them as JSON.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncGenerator
+from datetime import UTC, date, datetime
+from enum import Enum
+from typing import Literal, Protocol, runtime_checkable
+
+import msgspec
+
+Units = Literal["metric", "imperial"]
+
+
+class FuelFill(msgspec.Struct, frozen=True, kw_only=True):
+    """One ``fuel_log`` row: a fill-up of ``volume_l`` litres at ``logged_at`` (UTC)."""
+
+    id: str
+    logged_at: datetime
+    volume_l: float
+    is_full_tank: bool
+    odometer_km: float | None = None
+    total_cost: float | None = None
+    lat: float | None = None
+    lon: float | None = None
+
+
+class FuelVehicle(msgspec.Struct, frozen=True, kw_only=True):
+    """The fields of a ``vehicles`` row the fuel monitor needs.
+
+    ``odometer_km`` is the vehicle's current odometer as last reported by the app (its time is unknown, so it is
+    taken as current). ``fuel_capacity_l`` and ``consumption_l_per_100km`` may be unknown (``None``).
+    """
+
+    id: str
+    name: str
+    vehicle_type: str | None = None
+    fuel_type: str | None = None
+    fuel_capacity_l: float | None = None
+    consumption_l_per_100km: float | None = None
+    odometer_km: float | None = None
+
+
+class FuelInput(msgspec.Struct, frozen=True, kw_only=True):
+    """What the fuel monitor needs about one user: profile, primary vehicle and that vehicle's fill-ups.
+
+    ``fills`` are ordered by ``logged_at`` (oldest first). ``vehicle`` is ``None`` when the user has no (valid)
+    vehicle. Profile fields are normalised: ``timezone`` defaults to ``"UTC"``, ``preferred_units`` to
+    ``"metric"``, ``currency`` to ``"USD"``.
+    """
+
+    user_id: str
+    full_name: str | None = None
+    timezone: str = "UTC"
+    preferred_units: Units = "metric"
+    currency: str = "USD"
+    vehicle_type: str | None = None
+    vehicle: FuelVehicle | None = None
+    fills: tuple[FuelFill, ...] = ()
+
+
+@runtime_checkable
+class FuelInputSource(Protocol):
+    """A store that can stream :class:`FuelInput` batches (what the fuel monitor needs from ``ctx.store``)."""
+
+    def iter_fuel_inputs(
+        self, batch_size: int = 500, user_id: str | None = None
+    ) -> AsyncGenerator[list[FuelInput], None]:
+        """Yield users in batches of at most ``batch_size`` (only ``user_id`` when given)."""
+        ...
+
+
+def format_ts(value: datetime) -> str:
+    """Format a timestamp the way every store column holds it: UTC, ISO-8601, millisecond precision, ``Z``.
+
+    The fixed width keeps text ordering equal to time ordering. A naive ``datetime`` is taken to be UTC.
+    """
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    value = value.astimezone(UTC)
+    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+def parse_ts(value: object) -> datetime | None:
+    """Parse a stored timestamp (ISO-8601 text, with or without offset; naive means UTC). ``None`` if unusable."""
+    if isinstance(value, datetime):
+        parsed = value
+    elif isinstance(value, str) and value.strip():
+        text = value.strip()
+        if text.endswith(("z", "Z")):
+            text = text[:-1] + "+00:00"
+        try:
+            parsed = datetime.fromisoformat(text)
+        except ValueError:
+            return None
+    else:
+        return None
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def format_date(value: date | datetime) -> str:
+    """Format a calendar date column (``YYYY-MM-DD``); a ``datetime`` is converted to UTC first."""
+    if isinstance(value, datetime):
+        return format_ts(value)[:10]
+    return value.isoformat()
+
+
+def finite_or_none(value: object) -> float | None:
+    """``value`` as a float if it is a finite number, else ``None`` (text, NaN, infinities...)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def to_sql_value(value: object) -> object:
+    """Convert a Python value to what a store column holds: UTC ISO text for datetimes, 0/1, JSON text..."""
+    if isinstance(value, datetime):
+        return format_ts(value)
+    if isinstance(value, date):
+        return format_date(value)
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, dict | list | tuple | msgspec.Struct):
+        return msgspec.json.encode(value).decode()
+    return value

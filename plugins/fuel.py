@@ -1,0 +1,315 @@
+"""The built-in fuel monitor (DESIGN.md section 7), loaded through the same hooks as a third-party plugin.
+
+The level is estimated from the last full fill-up: the tank was full then, partial fill-ups since add their volume,
+and the distance driven since burns ``consumption`` litres per 100 km. Distance comes from the odometer when a newer
+reading exists, else days x the user's own average daily distance, else a configured default. Consumption is the
+median of the user's full-to-full fill-ups, else the vehicle's stated figure, else a vehicle-type default.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import aclosing
+from datetime import datetime, timedelta
+from itertools import pairwise
+from typing import Any, Literal
+
+import msgspec
+
+import pamd
+from pamd.store.records import FuelFill, FuelInput, FuelInputSource, FuelVehicle, format_ts
+
+L_PER_GALLON = 3.785411784  # US gallon
+KM_PER_MILE = 1.609344
+DAY = timedelta(days=1)
+DEFAULT_CONSUMPTION = {  # L/100km, by vehicles.vehicle_type (normalised: lower case, "_" for spaces and dashes)
+    "rv_class_a": 35.0, "rv_class_b": 16.0, "rv_class_c": 22.0, "motorhome": 22.0, "campervan": 12.0,
+    "van": 11.0, "truck_trailer": 25.0, "fifth_wheel": 25.0, "truck": 16.0, "suv": 12.0, "car": 8.0,
+}
+CURRENCY_SYMBOLS = {"USD": "$", "AUD": "A$", "NZD": "NZ$", "CAD": "C$", "EUR": "€", "GBP": "£"}
+ConsumptionSource = Literal["history", "vehicle", "type_default"]
+DistanceSource = Literal["odometer", "odometer+days", "days"]
+
+
+class FuelConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """``[monitors.fuel]`` settings. Percentages are of tank capacity; alerts fire strictly below them."""
+
+    medium_pct: float = 20.0
+    high_pct: float = 10.0
+    urgent_pct: float = 5.0
+    default_daily_km: float = 150.0
+    stale_after_days: float = 14.0  # no estimate when this many days are extrapolated without a reading
+    unlogged_fill_pct: float = 15.0  # estimate below -this % of capacity: they must have filled up unlogged
+    history_pairs: int = 10  # full-to-full pairs (and readings) of history used
+    min_l_per_100km: float = 3.0  # plausible range for a full-to-full consumption figure
+    max_l_per_100km: float = 80.0
+    fallback_l_per_100km: float = 25.0  # unknown vehicle type
+    consumption_l_per_100km: dict[str, float] = msgspec.field(default_factory=dict)  # overrides the defaults
+    batch_size: int = 500
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.urgent_pct <= self.high_pct <= self.medium_pct <= 100:
+            raise ValueError("need 0 <= urgent_pct <= high_pct <= medium_pct <= 100")
+        if self.default_daily_km < 0 or self.batch_size < 1 or self.history_pairs < 1:
+            raise ValueError("default_daily_km must be >= 0, batch_size and history_pairs >= 1")
+
+
+class FuelEstimate(msgspec.Struct, frozen=True, kw_only=True):
+    """An estimated tank level (SI units) and how it was obtained."""
+
+    level_pct: float
+    litres_left: float
+    capacity_l: float
+    range_km: float
+    distance_since_fill_km: float
+    distance_source: DistanceSource
+    daily_km: float
+    daily_km_source: Literal["history", "default"]
+    consumption_l_per_100km: float
+    consumption_source: ConsumptionSource
+    last_full_fill_at: datetime
+    days_since_fill: float
+    price_per_l: float | None
+    confidence: float
+
+
+class NoEstimate(msgspec.Struct, frozen=True):
+    """Why no estimate could be made (no alert follows): no_vehicle, no_capacity, no_full_fill,
+    odometer_backwards, stale, unlogged_fill."""
+
+    reason: str
+
+
+def _days(later: datetime, earlier: datetime) -> float:
+    return max(0.0, (later - earlier) / DAY)
+
+
+def consumption(fills: Sequence[FuelFill], inp: FuelInput, cfg: FuelConfig) -> tuple[float, ConsumptionSource]:
+    """Median L/100km of full-to-full fill-up pairs (litres added after the first full tank up to and including
+    the second, over the km between them), else the vehicle's stated figure, else the vehicle-type default."""
+    figures: list[float] = []
+    start: FuelFill | None = None
+    litres = 0.0
+    for fill in fills:
+        if start is not None:
+            litres += fill.volume_l
+        if not fill.is_full_tank:
+            continue
+        if start is not None and start.odometer_km is not None and fill.odometer_km is not None:
+            km = fill.odometer_km - start.odometer_km
+            if km > 0 and cfg.min_l_per_100km <= litres / km * 100 <= cfg.max_l_per_100km:
+                figures.append(litres / km * 100)
+        start, litres = fill, 0.0
+    if figures:
+        return statistics.median(figures[-cfg.history_pairs :]), "history"
+    vehicle = inp.vehicle
+    stated = vehicle.consumption_l_per_100km if vehicle is not None else None
+    if stated is not None and cfg.min_l_per_100km <= stated <= cfg.max_l_per_100km:
+        return stated, "vehicle"
+    kind = (vehicle.vehicle_type if vehicle is not None else None) or inp.vehicle_type or ""
+    key = kind.strip().lower().replace(" ", "_").replace("-", "_")
+    table = DEFAULT_CONSUMPTION | cfg.consumption_l_per_100km
+    return table.get(key, cfg.fallback_l_per_100km), "type_default"
+
+
+def daily_distance(fills: Sequence[FuelFill], cfg: FuelConfig) -> tuple[float, Literal["history", "default"]]:
+    """The user's average km per day between their first and last recent odometer readings, else the default."""
+    readings = [(f.logged_at, f.odometer_km) for f in fills if f.odometer_km is not None]
+    readings = readings[-(cfg.history_pairs + 1) :]
+    if len(readings) >= 2:
+        (t0, km0), (t1, km1) = readings[0], readings[-1]
+        days = _days(t1, t0)
+        if days >= 1 and km1 > km0 and all(b[1] >= a[1] for a, b in pairwise(readings)):
+            return (km1 - km0) / days, "history"
+    return cfg.default_daily_km, "default"
+
+
+def estimate_fuel(inp: FuelInput, now: datetime, cfg: FuelConfig) -> FuelEstimate | NoEstimate:
+    """Estimate the fuel left in ``inp``'s primary vehicle at ``now``. Pure; never raises on odd data."""
+    vehicle, fills = inp.vehicle, inp.fills
+    if vehicle is None:
+        return NoEstimate("no_vehicle")
+    capacity = vehicle.fuel_capacity_l or 0.0
+    if capacity <= 0:
+        return NoEstimate("no_capacity")
+    fulls = [i for i, f in enumerate(fills) if f.is_full_tank]
+    if not fulls:
+        return NoEstimate("no_full_fill")
+    last_full = fills[fulls[-1]]
+    since = fills[fulls[-1] :]
+    checked = fills[fulls[-2] if len(fulls) > 1 else fulls[-1] :]
+    odometers = [f.odometer_km for f in checked if f.odometer_km is not None]
+    if any(b < a for a, b in pairwise(odometers)):
+        return NoEstimate("odometer_backwards")
+    used, used_source = consumption(fills, inp, cfg)
+    rate, rate_source = daily_distance(fills, cfg)
+
+    # The newest odometer reading since the last full tank, and when it was taken.
+    read_at, read_km = last_full.logged_at, last_full.odometer_km
+    for fill in since:
+        if fill.odometer_km is not None:
+            read_at, read_km = fill.logged_at, fill.odometer_km
+    if vehicle.odometer_km is not None and (read_km is None or vehicle.odometer_km > read_km):
+        read_at, read_km = now, vehicle.odometer_km  # the vehicle's own reading is taken as current
+    measured = 0.0
+    if last_full.odometer_km is not None and read_km is not None:
+        measured = read_km - last_full.odometer_km
+    extrapolated_days = _days(now, read_at if measured > 0 else last_full.logged_at)
+    source: DistanceSource = "days"
+    if measured > 0:
+        source = "odometer" if extrapolated_days == 0 else "odometer+days"
+    if source != "odometer" and extrapolated_days > cfg.stale_after_days:
+        return NoEstimate("stale")
+    distance = measured + extrapolated_days * rate
+
+    raw_left = capacity + sum(f.volume_l for f in since[1:]) - used * distance / 100
+    if raw_left < -cfg.unlogged_fill_pct / 100 * capacity:
+        return NoEstimate("unlogged_fill")
+    litres_left = min(capacity, max(0.0, raw_left))
+    priced = [f for f in fills if f.total_cost and f.volume_l > 0]
+    confidence = {"history": 0.9, "vehicle": 0.75, "type_default": 0.6}[used_source]
+    confidence *= {"odometer": 1.0, "odometer+days": 0.85, "days": 0.75}[source]
+    if source != "odometer" and rate_source == "default":
+        confidence *= 0.8
+    return FuelEstimate(
+        level_pct=litres_left / capacity * 100,
+        litres_left=litres_left,
+        capacity_l=capacity,
+        range_km=litres_left / used * 100,
+        distance_since_fill_km=distance,
+        distance_source=source,
+        daily_km=rate,
+        daily_km_source=rate_source,
+        consumption_l_per_100km=used,
+        consumption_source=used_source,
+        last_full_fill_at=last_full.logged_at,
+        days_since_fill=_days(now, last_full.logged_at),
+        price_per_l=(priced[-1].total_cost or 0) / priced[-1].volume_l if priced else None,
+        confidence=round(confidence, 2),
+    )
+
+
+def classify(est: FuelEstimate, cfg: FuelConfig, nearest_station_km: float | None = None) -> pamd.Priority | None:
+    """The alert priority for an estimate, or ``None``. Range shorter than the nearest station is urgent."""
+    if est.level_pct < cfg.urgent_pct or (nearest_station_km is not None and est.range_km < nearest_station_km):
+        return pamd.Priority.URGENT
+    if est.level_pct < cfg.high_pct:
+        return pamd.Priority.HIGH
+    if est.level_pct < cfg.medium_pct:
+        return pamd.Priority.MEDIUM
+    return None
+
+
+def _volume(litres: float, imperial: bool) -> str:
+    return f"{litres / L_PER_GALLON:.1f} gal" if imperial else f"{litres:.0f} L"
+
+
+def _distance(km: float, imperial: bool) -> str:
+    return f"{km / KM_PER_MILE:,.0f} mi" if imperial else f"{km:,.0f} km"
+
+
+def _money(amount: float, currency: str) -> str:
+    symbol = CURRENCY_SYMBOLS.get(currency)
+    return f"{symbol}{amount:,.2f}" if symbol else f"{amount:,.2f} {currency}"
+
+
+def _ago(days: float) -> str:
+    return "today" if days < 1 else "yesterday" if days < 2 else f"{days:.0f} days ago"
+
+
+_HEADLINES = {
+    pamd.Priority.URGENT: ("Fuel critically low", "Refuel as soon as possible."),
+    pamd.Priority.HIGH: ("Fuel low", "Plan to refuel today."),
+    pamd.Priority.MEDIUM: ("Fuel getting low", "Plan a fill-up soon."),
+}
+
+
+def render(inp: FuelInput, vehicle: FuelVehicle, est: FuelEstimate, priority: pamd.Priority) -> tuple[str, str]:
+    """Rule text for a fuel alert, in the user's units and currency: ``(title, body)``."""
+    imp = inp.preferred_units == "imperial"
+    headline, advice = _HEADLINES.get(priority, ("Fuel check", ""))
+    if est.distance_source == "odometer":
+        how = f"{_distance(est.distance_since_fill_km, imp)} driven since (odometer)"
+    else:
+        basis = "your average" if est.daily_km_source == "history" else "a typical"
+        how = (
+            f"about {_distance(est.distance_since_fill_km, imp)} driven since (estimated from {basis} "
+            f"{_distance(est.daily_km, imp)} a day)"
+        )
+    body = (
+        f"{vehicle.name} has about {_volume(est.litres_left, imp)} of fuel left ({est.level_pct:.0f}% of "
+        f"{_volume(est.capacity_l, imp)}), roughly {_distance(est.range_km, imp)} of range. Estimated from "
+        f"your last full fill-up {_ago(est.days_since_fill)} and {how}."
+    )
+    if est.price_per_l is not None:
+        need = est.capacity_l - est.litres_left
+        cost = _money(need * est.price_per_l, inp.currency)
+        body += f" Filling up ({_volume(need, imp)}) costs about {cost} at your last price."
+    return f"{headline}: about {est.level_pct:.0f}% left", f"{body} {advice}".strip()
+
+
+def build_alert(
+    inp: FuelInput, est: FuelEstimate, priority: pamd.Priority, stations: list[dict[str, Any]]
+) -> pamd.Alert:
+    """The ``fuel_low`` alert: rule text for the user, SI numbers in ``facts``."""
+    assert inp.vehicle is not None
+    title, body = render(inp, inp.vehicle, est, priority)
+    numbers = {k: round(v, 3) if isinstance(v, float) else v for k, v in msgspec.to_builtins(est).items()}
+    facts = numbers | {
+        "vehicle_id": inp.vehicle.id, "vehicle_name": inp.vehicle.name, "fuel_type": inp.vehicle.fuel_type,
+        "last_full_fill_at": format_ts(est.last_full_fill_at), "currency": inp.currency,
+        "refill_l": round(est.capacity_l - est.litres_left, 3), "stations": stations,
+    }
+    actions = [{"action": "log_fuel", "label": "Log a fill-up"}]
+    return pamd.Alert(user_id=inp.user_id, kind="fuel_low", priority=priority, title=title, body=body,
+                      facts=facts, actions=actions)
+
+
+class FuelMonitor(pamd.Monitor):
+    """Estimates every user's tank level and warns below 20% (medium), 10% (high) and 5% (urgent)."""
+
+    name = "fuel"
+    description = "Low fuel: estimated from the last full fill-up, distance since and the user's consumption"
+    schedule = "*/5 * * * *"
+    run_at_startup = True
+    config_type = FuelConfig
+
+    async def run(self, ctx: pamd.MonitorContext) -> AsyncIterator[pamd.Alert]:
+        """Yield a ``fuel_low`` alert for every user whose estimated level is in a band."""
+        store = ctx.store
+        if not isinstance(store, FuelInputSource):
+            raise TypeError(f"the fuel monitor needs a store with iter_fuel_inputs(), got {type(store).__name__}")
+        cfg = ctx.config if isinstance(ctx.config, FuelConfig) else FuelConfig()
+        now = ctx.now()
+        async with aclosing(store.iter_fuel_inputs(cfg.batch_size, ctx.user_id)) as batches:
+            async for batch in batches:
+                found: list[tuple[FuelInput, FuelEstimate]] = []
+                for inp in batch:
+                    est = estimate_fuel(inp, now, cfg)
+                    if isinstance(est, NoEstimate):
+                        ctx.logger.debug("fuel: no estimate for %s: %s", inp.user_id, est.reason)
+                    elif classify(est, cfg) is not None:
+                        found.append((inp, est))
+                lookups = await ctx.map_bounded(lambda pair: self.nearby_stations(ctx, *pair), found)
+                for (inp, est), stations in zip(found, lookups, strict=True):
+                    nearest = min((s["distance_km"] for s in stations), default=None)
+                    priority = classify(est, cfg, nearest)
+                    if priority is not None:
+                        yield build_alert(inp, est, priority, stations)
+
+    async def nearby_stations(
+        self, ctx: pamd.MonitorContext, inp: FuelInput, est: FuelEstimate
+    ) -> list[dict[str, Any]]:
+        """Up to 3 real stations selling the vehicle's fuel near the user, each with ``distance_km``.
+
+        Seam for the places provider (OpenStreetMap), which does not exist yet: until it does this returns no
+        stations, so the "range shorter than the nearest station" rule stays inactive. Stations are never invented.
+        """
+        return []
+
+
+@pamd.hookimpl
+def register_monitors(register: Callable[[pamd.Monitor], None]) -> None:
+    """Register the fuel monitor."""
+    register(FuelMonitor())
