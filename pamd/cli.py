@@ -144,11 +144,11 @@ async def _trigger_once(assembly: Assembly, monitor: str, user: str | None, dry_
     from pamd.metrics import Metrics
     from pamd.pipeline import AlertPipeline
     from pamd.runner import Runner
-    from pamd.store import open_store
+    from pamd.store import prepare_store
 
     config = assembly.config
-    store = open_store(config.store_url)
-    await store.migrate()
+    config.state_dir.mkdir(parents=True, exist_ok=True)
+    store = await prepare_store(config.store_url, config.store.seed_demo)
     coordinator = open_coordinator(config.coordination.url, config.coordination.prefix, str(config.state_dir))
     metrics = Metrics()
     pipeline = AlertPipeline({} if dry_run else assembly.sinks, metrics)

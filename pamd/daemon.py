@@ -30,7 +30,7 @@ from pamd.metrics import Metrics
 from pamd.pipeline import AlertPipeline
 from pamd.runner import JobState, Runner
 from pamd.scheduler import Scheduler
-from pamd.store import open_store
+from pamd.store import prepare_store
 from pamd.store.base import Store
 from pamd.systemd import Notifier
 
@@ -108,12 +108,7 @@ class Daemon:
     async def _open_backends(self, assembly: Assembly) -> None:
         config = assembly.config
         config.state_dir.mkdir(parents=True, exist_ok=True)
-        store = open_store(config.store_url)
-        self.store = store
-        await store.migrate()
-        if config.store.seed_demo and await store.is_empty():
-            count = await store.seed_demo(datetime.now(UTC))
-            log.info("seeded the embedded store with %d demo rows", count)
+        self.store = await prepare_store(config.store_url, config.store.seed_demo)
         self.coordinator = open_coordinator(config.coordination.url, config.coordination.prefix,
                                             str(config.state_dir))
         await self.coordinator.start()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import platform
 from collections.abc import Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
 
 from pamd import __version__
 from pamd.model import Priority
@@ -28,6 +28,7 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        ProcessCollector(registry=r)  # process_resident_memory_bytes, process_cpu_seconds_total, ...
         self.build_info = Gauge("pamd_build_info", "pamd version and Python runtime (value 1)",
                                 ["version", "python"], registry=r)
         self.build_info.labels(__version__, platform.python_version()).set(1)

@@ -240,7 +240,8 @@ def _add_monitor(result: PluginSet, monitor: Monitor, info: PluginInfo) -> None:
 
 def _add_sink(result: PluginSet, name: str, factory: SinkFactory, info: PluginInfo) -> None:
     if name in result.sinks:
-        result.duplicates.append(f"sink {name!r} is registered by both {result.sinks[name][1].name!r} and {info.name!r}")
+        other = result.sinks[name][1].name
+        result.duplicates.append(f"sink {name!r} is registered by both plugin {other!r} and plugin {info.name!r}")
         return
     result.sinks[name] = (factory, info)
     info.sinks.append(name)

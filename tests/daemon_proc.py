@@ -52,7 +52,7 @@ class DaemonProcess:
         return json.loads(self.get(path)[1])
 
     def wait_ready(self, timeout: float = 15.0) -> None:
-        wait_for(lambda: self._ready(), timeout, lambda: f"daemon not ready; stderr:\n{self.stderr()}")
+        wait_for(self._ready, timeout, lambda: f"daemon not ready; stderr:\n{self.stderr()}")
 
     def _ready(self) -> bool:
         if self.proc.poll() is not None:
@@ -91,7 +91,9 @@ def wait_for(condition: Callable[[], Any], timeout: float, message: Callable[[],
     raise AssertionError(message() if callable(message) else message)
 
 
-def run_cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("PAMD_")}
     full_env.update(env or {})
     return subprocess.run([PAMD, *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout,

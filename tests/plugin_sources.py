@@ -9,7 +9,7 @@ RECORDER = '''
 import os, time
 import pamd
 
-RECORD = os.environ["TEST_PAMD_RECORD"]
+RECORD = os.environ.get("TEST_PAMD_RECORD", os.devnull)
 
 def make(name, schedule, sleep=0.0):
     class Recorder(pamd.Monitor):

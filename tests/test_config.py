@@ -57,7 +57,8 @@ def test_unknown_top_level_section(tmp_path: Path) -> None:
 
 
 def test_unknown_nested_key_has_line(tmp_path: Path) -> None:
-    assert error_of(tmp_path, "[daemon]\n\nshutdown_grce = 1\n").endswith("config.toml:3: daemon.shutdown_grce: unknown key")
+    message = error_of(tmp_path, "[daemon]\n\nshutdown_grce = 1\n")
+    assert message.endswith("config.toml:3: daemon.shutdown_grce: unknown key")
 
 
 def test_wrong_type(tmp_path: Path) -> None:

@@ -26,7 +26,7 @@ class Hog(pamd.Monitor):
     retries = 0
 
     async def run(self, ctx: pamd.MonitorContext) -> list[pamd.Alert]:
-        time.sleep(1.2)  # blocking call inside async code: freezes the loop
+        time.sleep(1.2)  # noqa: ASYNC251 - the point: a blocking call inside async code freezes the loop
         return []
 
 

@@ -146,7 +146,8 @@ class Sleeps(pamd.Monitor):
 
 
 def sleeper(name: str) -> pamd.Monitor:
-    return type(name, (Sleeps,), {"name": name})()
+    monitor: pamd.Monitor = type(name, (Sleeps,), {"name": name})()
+    return monitor
 
 
 async def test_no_overlap_skips_and_queue_runs_once_more(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -54,7 +55,7 @@ def test_interval_jobs_keep_real_time_spacing_across_fall_back() -> None:
     # An every-30-minutes job neither doubles up nor leaves a gap in real (UTC) time across the transition.
     schedule = CronSchedule("*/30 * * * *", "America/New_York")
     fires = schedule.next_n(datetime(2026, 11, 1, 4, 0, tzinfo=UTC), 8)
-    assert all(b - a == timedelta(minutes=30) for a, b in zip(fires, fires[1:], strict=False))
+    assert all(b - a == timedelta(minutes=30) for a, b in itertools.pairwise(fires))
 
 
 def test_seconds_field_and_aliases() -> None:
@@ -97,5 +98,5 @@ def test_unknown_timezone() -> None:
 def test_fires_are_strictly_increasing_and_after_start(start: datetime, tz: str, expr: str) -> None:
     fires = CronSchedule(expr, tz).next_n(start, 5)
     assert fires[0] > start
-    assert all(a < b for a, b in zip(fires, fires[1:], strict=False))
+    assert all(a < b for a, b in itertools.pairwise(fires))
     assert all(f.tzinfo is UTC for f in fires)

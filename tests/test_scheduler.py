@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -76,7 +77,7 @@ async def test_ticks_at_cron_times_with_low_lateness(tmp_path: Path) -> None:
     scheduled = [s for s, _ in monitor.runs]
     assert 3 <= len(scheduled) <= 4
     assert all(s.microsecond == 0 for s in scheduled)
-    assert all(b - a == timedelta(seconds=1) for a, b in zip(scheduled, scheduled[1:], strict=False))
+    assert all(b - a == timedelta(seconds=1) for a, b in itertools.pairwise(scheduled))
     assert max((started - s).total_seconds() for s, started in monitor.runs) < 0.1
 
 

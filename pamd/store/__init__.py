@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pamd.store.base import Store
 
-__all__ = ["Store", "open_store"]
+__all__ = ["Store", "open_store", "prepare_store"]
 
 SUPPORTED_SCHEMES = ("sqlite",)
 
@@ -21,3 +21,16 @@ def open_store(url: str) -> Store:
 
         return SQLiteStore(url)
     raise ValueError(f"unsupported store url scheme {scheme!r} (supported: {', '.join(SUPPORTED_SCHEMES)})")
+
+
+async def prepare_store(url: str, seed_demo: bool) -> Store:
+    """Open the store, apply migrations, and seed the demo users into it if it is empty and ``seed_demo``."""
+    import logging
+    from datetime import UTC, datetime
+
+    store = open_store(url)
+    await store.migrate()
+    if seed_demo and await store.is_empty():
+        count = await store.seed_demo(datetime.now(UTC))
+        logging.getLogger("pamd.store").info("seeded the empty store with %d demo rows", count)
+    return store
