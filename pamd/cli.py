@@ -5,17 +5,20 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 
 from pamd import __version__
 from pamd.assemble import Assembly, assemble
-from pamd.config import ConfigError, effective_config, find_config_path, load_config
+from pamd.config import ConfigError, effective_config, find_config_path, load_config, redact
+from pamd.daemon import StartupError
 from pamd.http import ListenError
+from pamd.store.base import Store
 
+T = TypeVar("T")
 EX_CONFIG = 78  # sysexits.h: configuration error; the unit file does not restart on it
 
 
@@ -31,7 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"pamd: config error: {exc}", file=sys.stderr)
         return EX_CONFIG
-    except ListenError as exc:
+    except (ListenError, StartupError) as exc:
         print(f"pamd: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -44,9 +47,19 @@ def _parser() -> argparse.ArgumentParser:
                                      "on cron schedules and delivers their alerts.")
     parser.add_argument("--version", action="version", version=f"pamd {__version__}")
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+    groups: dict[str, Any] = {}
 
     def command(name: str, func: Any, help_text: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_text, description=help_text)
+        """Add ``name`` (or ``"group name"``, e.g. ``"config show"``) with a ``--config`` option."""
+        target = sub
+        if " " in name:
+            group, name = name.split(" ", 1)
+            if group not in groups:
+                title = f"{group.capitalize()} commands."
+                groups[group] = sub.add_parser(group, help=title, description=title).add_subparsers(
+                    title="commands", metavar="COMMAND")
+            target = groups[group]
+        p: argparse.ArgumentParser = target.add_parser(name, help=help_text, description=help_text)
         p.add_argument("--config", metavar="PATH", help="config file (default: ./config.toml, "
                        "else /etc/pamd/config.toml; env PAMD_CONFIG)")
         p.set_defaults(func=func)
@@ -62,24 +75,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("monitor", metavar="MONITOR")
     p.add_argument("--user", metavar="ID", help="evaluate only this user")
     p.add_argument("--dry-run", action="store_true", help="print alerts but deliver nothing")
-    cfg = sub.add_parser("config", help="Configuration commands.", description="Configuration commands.")
-    cfg_sub = cfg.add_subparsers(title="commands", metavar="COMMAND")
-    show = cfg_sub.add_parser("show", help="Print the effective config (defaults and env applied, secrets redacted).",
-                              description="Print the effective config (defaults and env applied, secrets redacted).")
-    show.add_argument("--config", metavar="PATH", help="config file")
-    show.set_defaults(func=_config_show)
-    demo = sub.add_parser("demo", help="Demo data commands.", description="Demo data commands.")
-    demo_sub = demo.add_subparsers(title="commands", metavar="COMMAND")
-    seed = demo_sub.add_parser("seed", help="Insert the demo users into the configured store (idempotent).",
-                               description="Insert the demo users into the configured store (idempotent).")
-    seed.add_argument("--config", metavar="PATH", help="config file")
-    seed.set_defaults(func=_demo_seed)
-    db = sub.add_parser("db", help="Database commands.", description="Database commands.")
-    db_sub = db.add_subparsers(title="commands", metavar="COMMAND")
-    migrate = db_sub.add_parser("migrate", help="Create or update the store's tables (idempotent).",
-                                description="Create or update the store's tables (idempotent).")
-    migrate.add_argument("--config", metavar="PATH", help="config file")
-    migrate.set_defaults(func=_db_migrate)
+    command("config show", _config_show, "Print the effective config (defaults and env applied, secrets redacted).")
+    command("demo seed", _demo_seed, "Insert the demo users into the configured store (idempotent).")
+    command("db migrate", _db_migrate, "Create or update the store's tables (idempotent).")
     return parser
 
 
@@ -173,40 +171,33 @@ def _config_show(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo_seed(args: argparse.Namespace) -> int:
+def _with_store(args: argparse.Namespace, action: Callable[[Store], Awaitable[T]]) -> tuple[T, str]:
+    """Run ``action`` on the configured store (migrated first); returns its result and the store URL."""
     from pamd.store import open_store
 
     config = load_config(find_config_path(args.config))
+    config.state_dir.mkdir(parents=True, exist_ok=True)
 
-    async def seed() -> int:
+    async def go() -> T:
         store = open_store(config.store_url)
         try:
             await store.migrate()
-            return await store.seed_demo(datetime.now(UTC))
+            return await action(store)
         finally:
             await store.aclose()
 
-    config.state_dir.mkdir(parents=True, exist_ok=True)
-    count: int = anyio.run(seed)
-    print(f"seeded {count} demo rows into {config.store_url}")
+    return anyio.run(go), redact(config.store_url, "url")
+
+
+def _demo_seed(args: argparse.Namespace) -> int:
+    count, url = _with_store(args, lambda store: store.seed_demo(datetime.now(UTC)))
+    print(f"seeded {count} demo rows into {url}")
     return 0
 
 
 def _db_migrate(args: argparse.Namespace) -> int:
-    from pamd.store import open_store
-
-    config = load_config(find_config_path(args.config))
-
-    async def migrate() -> None:
-        store = open_store(config.store_url)
-        try:
-            await store.migrate()
-        finally:
-            await store.aclose()
-
-    config.state_dir.mkdir(parents=True, exist_ok=True)
-    anyio.run(migrate)
-    print(f"migrated {config.store_url}")
+    applied, url = _with_store(args, lambda store: store.migrate())
+    print(f"{url}: schema up to date ({applied} migration(s) applied)")
     return 0
 
 

@@ -38,6 +38,10 @@ log = logging.getLogger("pamd.daemon")
 PING_TIMEOUT_SECONDS = 2.0
 
 
+class StartupError(Exception):
+    """A backend (store, coordinator, state directory) could not be opened; nothing was started."""
+
+
 @dataclass
 class Generation:
     """What a (re)load produces: replaced whole on SIGHUP while older ticks finish."""
@@ -76,7 +80,10 @@ class Daemon:
             log.error("plugin %s failed: %s", plugin.name, plugin.error, extra={"plugin": plugin.name})
         sock = http.bind(config.http.listen) if config.http.enabled else None
         try:
-            await self._open_backends(assembly)
+            try:
+                await self._open_backends(assembly)
+            except Exception as exc:
+                raise StartupError(f"cannot open backends: {exc}") from exc
             async with anyio.create_task_group() as tg:
                 self._tg = tg
                 self.loopwatch = LoopWatch(self.metrics, self._disable_stalled, config.daemon.stall_threshold,

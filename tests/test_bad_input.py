@@ -80,3 +80,12 @@ def test_duplicate_monitor_names(tmp_path: Path, port: int) -> None:
     assert code == EX_CONFIG
     assert line == ("pamd: config error: monitor 'fuel' is registered by both plugin 'fuel' (built-in) "
                     "and plugin 'dup' (plugin dir)")
+
+
+def test_unusable_state_dir(tmp_path: Path, port: int) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    config = write_config(tmp_path, port, state=blocker / "state")
+    code, line = run_bad(tmp_path, config.read_text())
+    assert code == 1
+    assert line.startswith("pamd: error: cannot open backends: ") and "Not a directory" in line
