@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,7 +17,6 @@ from typing import Any
 
 import anyio
 import anyio.abc
-from tenacity import AsyncRetrying, RetryCallState, stop_after_attempt, wait_random_exponential
 
 from pamd.coordination.base import Coordinator
 from pamd.jobs import Job
@@ -88,9 +88,11 @@ class Runner:
         self._idle = anyio.Event()
         self._idle.set()
         self._running = 0
-        metrics.declare_monitors(jobs)
+        self._metrics = {name: metrics.for_monitor(name) for name in jobs}
+        self._loggers = {name: logging.getLogger(f"pamd.monitor.{name}") for name in jobs}
+        self._is_async = {name: is_async_monitor(job) for name, job in jobs.items()}
         for name, job in jobs.items():
-            metrics.up.labels(name).set(1 if job.enabled else 0)
+            self._metrics[name].up.set(1 if job.enabled else 0)
 
     async def serve(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Host background ticks until cancelled."""
@@ -107,12 +109,12 @@ class Runner:
             if job.overlap == "queue" and state.queued is None:
                 state.queued = scheduled_at
                 return True
-            self.metrics.runs.labels(job.name, "skipped").inc()
+            self._metrics[job.name].runs["skipped"].inc()
             log.warning("monitor %s: tick %s skipped, previous run still going", job.name,
                         scheduled_at.isoformat(), extra={"monitor": job.name})
             return False
         assert self._tg is not None, "Runner.serve() is not running"
-        self.metrics.lateness.labels(job.name).observe(max(0.0, lateness))
+        self._metrics[job.name].lateness.observe(max(0.0, lateness))
         state.running = True
         self._running += 1
         self._idle = anyio.Event() if self._idle.is_set() else self._idle
@@ -172,39 +174,29 @@ class Runner:
     async def _attempts(
         self, job: Job, scheduled_at: datetime, user_id: str | None, dry_run: bool, result: TickResult
     ) -> list[Alert]:
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(job.retries + 1),
-            wait=wait_random_exponential(multiplier=self.retry_base_seconds, max=RETRY_MAX_SECONDS),
-            sleep=anyio.sleep,
-            reraise=True,
-            before_sleep=lambda rs: self._before_retry(job, rs),
-        )
-        async for attempt in retrying:
-            with attempt:
-                result.attempts += 1
-                ctx = MonitorContext(
-                    monitor=job.name,
-                    scheduled_at=scheduled_at,
-                    config=job.config,
-                    store=self.store,
-                    epoch=self.coordinator.epoch,
-                    user_id=user_id,
-                    dry_run=dry_run,
-                    concurrency=job.concurrency,
-                    logger=logging.getLogger(f"pamd.monitor.{job.name}"),
-                    clock=self.clock,
-                )
+        # A plain loop rather than a retry library: this is the per-tick hot path, and tenacity's per-call
+        # set-up (coroutine checks, state objects) cost more than the rest of an idle tick together.
+        while True:
+            result.attempts += 1
+            ctx = MonitorContext(
+                monitor=job.name, scheduled_at=scheduled_at, config=job.config, store=self.store,
+                epoch=self.coordinator.epoch, user_id=user_id, dry_run=dry_run, concurrency=job.concurrency,
+                logger=self._loggers[job.name], clock=self.clock,
+            )
+            try:
                 with anyio.fail_after(job.timeout):
                     # Alerts are buffered per attempt: a failed attempt leaves nothing half-delivered.
-                    alerts = await collect(job, ctx)
+                    alerts = await collect(job, ctx, self._is_async[job.name])
+                break
+            except Exception as exc:
+                if result.attempts > job.retries:
+                    raise
+                delay = backoff(result.attempts, self.retry_base_seconds)
+                self._metrics[job.name].retries.inc()
+                log.warning("monitor %s: attempt %d failed (%s); retrying in %.1f s", job.name, result.attempts,
+                            _describe(exc), delay, extra={"monitor": job.name})
+                await anyio.sleep(delay)
         return await self.pipeline.submit(job.name, alerts, epoch=self.coordinator.epoch, dry_run=dry_run)
-
-    def _before_retry(self, job: Job, retry_state: RetryCallState) -> None:
-        self.metrics.retries.labels(job.name).inc()
-        exc = retry_state.outcome.exception() if retry_state.outcome else None
-        delay = retry_state.next_action.sleep if retry_state.next_action else 0.0
-        log.warning("monitor %s: attempt %d failed (%s); retrying in %.1f s", job.name,
-                    retry_state.attempt_number, _describe(exc), delay, extra={"monitor": job.name})
 
     def _record(self, job: Job, state: JobState, result: TickResult) -> None:
         now = self.clock()
@@ -213,25 +205,36 @@ class Runner:
         state.last_error = result.error
         state.last_duration_seconds = round(result.duration_seconds, 6)
         state.last_alerts = len(result.alerts)
-        self.metrics.runs.labels(job.name, result.outcome).inc()
-        self.metrics.duration.labels(job.name).observe(result.duration_seconds)
+        metrics = self._metrics[job.name]
+        metrics.runs[result.outcome].inc()
+        metrics.duration.observe(result.duration_seconds)
         extra = {"monitor": job.name, "scheduled_at": result.scheduled_at.isoformat(), "outcome": result.outcome,
                  "duration_seconds": state.last_duration_seconds, "alerts": len(result.alerts)}
         if result.outcome == "success":
-            self.metrics.last_success.labels(job.name).set(now.timestamp())
-            self.metrics.up.labels(job.name).set(1)
+            metrics.last_success.set(now.timestamp())
+            metrics.up.set(1)
             log.info("monitor %s: tick done, %d alert(s)", job.name, len(result.alerts), extra=extra)
         else:
-            self.metrics.up.labels(job.name).set(0)
+            metrics.up.set(0)
             log.error("monitor %s: tick failed after %d attempt(s): %s", job.name, result.attempts,
                       result.error, extra=extra)
 
 
-async def collect(job: Job, ctx: MonitorContext) -> list[Alert]:
+def backoff(attempt: int, base: float = RETRY_BASE_SECONDS, cap: float = RETRY_MAX_SECONDS) -> float:
+    """Seconds to wait after failed attempt number ``attempt``: exponential with full jitter."""
+    return random.uniform(0, min(cap, base * 2 ** (attempt - 1)))
+
+
+def is_async_monitor(job: Job) -> bool:
+    run = job.monitor.run
+    return inspect.iscoroutinefunction(run) or inspect.isasyncgenfunction(run)
+
+
+async def collect(job: Job, ctx: MonitorContext, is_async: bool | None = None) -> list[Alert]:
     """Call the monitor and gather its alerts, whatever shape ``run`` returns."""
     pamd_running_monitor = job.name  # noqa: F841 - read by pamd.loopwatch to blame a loop stall
     run = job.monitor.run
-    if inspect.iscoroutinefunction(run) or inspect.isasyncgenfunction(run):
+    if is_async if is_async is not None else is_async_monitor(job):
         produced: Any = run(ctx)
     else:
         produced = await anyio.to_thread.run_sync(run, ctx, abandon_on_cancel=True)

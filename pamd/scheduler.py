@@ -22,6 +22,7 @@ from pamd.runner import Runner
 log = logging.getLogger("pamd.scheduler")
 
 MAX_SLEEP_SECONDS = 30.0
+PRECISE_WINDOW_SECONDS = 0.002
 MAX_COUNTED_MISSES = 1000
 
 
@@ -131,7 +132,12 @@ class Scheduler:
             remaining = (target - self.clock()).total_seconds()
             if remaining <= 0:
                 return
-            await anyio.sleep(min(remaining, self.max_sleep))
+            if remaining <= PRECISE_WINDOW_SECONDS:
+                # The loop's timers wake 1-2 ms late (epoll counts whole milliseconds), so the last moment
+                # before a tick is slept precisely; it blocks the loop for at most this window per due time.
+                time.sleep(remaining)  # noqa: ASYNC251
+                return
+            await anyio.sleep(min(remaining - PRECISE_WINDOW_SECONDS, self.max_sleep))
 
     def _record_missed(self, job: Job, count: int, why: str) -> None:
         if count <= 0:
