@@ -140,12 +140,18 @@ def test_systemd_notify_watchdog_reload_and_stop(tmp_path: Path, port: int, daem
     pings = len([m for m in listener.drain() if "WATCHDOG=1" in m]) - before
     assert 3 <= pings <= 8, pings  # every WATCHDOG_USEC/2 = 0.2 s
 
-    # SIGHUP with a new schedule: reloads, keeps the port, says RELOADING=1 then READY=1.
-    config.write_text(config.read_text() + '\n[monitors.fuel]\nschedule = "*/7 * * * *"\n')
+    # SIGHUP with a new schedule and a new plugin dir: reloads config and plugins, keeps the port,
+    # says RELOADING=1 then READY=1.
+    plugins = plugin_dir(tmp_path, recorder=RECORDER)
+    config.write_text(config.read_text().replace("[log]", f'plugin_dirs = ["{plugins}"]\n[log]')
+                      + '\n[monitors.fuel]\nschedule = "*/7 * * * *"\n')
     daemon.signal(signal.SIGHUP)
     listener.wait("RELOADING=1")
     wait_for(lambda: daemon.json("/status")["monitors"]["fuel"]["schedule"] == "*/7 * * * *", 10)
-    assert daemon.json("/status")["last_reload"]["outcome"] == "success"
+    status = daemon.json("/status")
+    assert status["last_reload"]["outcome"] == "success" and status["pid"] == daemon.proc.pid
+    assert status["monitors"]["every_second"]["source"] == "plugin dir"
+    assert "READY=1" in listener.wait("reloaded: 3 monitors")
 
     # A broken config on reload keeps the running one and says why.
     good = config.read_text()
