@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 
@@ -19,7 +19,9 @@ from pamd.coordination import open_coordinator
 from pamd.http import ListenError, bind
 from pamd.store import open_store
 
-Check = tuple[bool, str, str]
+Status = Literal["ok", "warn", "fail"]
+Check = tuple[Status, str, str]
+"""(status, what, detail). ``warn`` does not fail the check: the daemon runs without a failed plugin."""
 TIMEOUT_SECONDS = 3.0
 
 
@@ -28,14 +30,14 @@ async def run_checks(config_path: str | None) -> list[Check]:
     try:
         assembly = await anyio.to_thread.run_sync(assemble, config_path)
     except ConfigError as exc:
-        return [(False, "config", str(exc))]
+        return [("fail", "config", str(exc))]
     config = assembly.config
-    results.append((True, "config", str(assembly.config_path or "built-in defaults")))
+    results.append(("ok", "config", str(assembly.config_path or "built-in defaults")))
     for plugin in assembly.plugins.plugins:
         if plugin.status == "failed":
-            results.append((False, f"plugin {plugin.name}", plugin.error or "failed"))
+            results.append(("warn", f"plugin {plugin.name}", f"failed, the daemon runs without it: {plugin.error}"))
     enabled = [name for name, job in assembly.jobs.items() if job.enabled]
-    results.append((bool(enabled), "monitors", ", ".join(enabled) or "none enabled"))
+    results.append(("ok" if enabled else "fail", "monitors", ", ".join(enabled) or "none enabled"))
     results.append(await _check_backend("store", redact(config.store_url, "url"), _ping_store, config.store_url))
     coordination = config.coordination.url or "local"
     results.append(await _check_backend("coordination", redact(coordination, "url"), _ping_coordinator,
@@ -50,10 +52,10 @@ async def _check_backend(name: str, label: str, ping: Any, *args: Any) -> Check:
         with anyio.fail_after(TIMEOUT_SECONDS):
             await ping(*args)
     except TimeoutError:
-        return (False, name, f"{label}: no answer within {TIMEOUT_SECONDS:g} s")
+        return ("fail", name, f"{label}: no answer within {TIMEOUT_SECONDS:g} s")
     except Exception as exc:
-        return (False, name, f"{label}: {exc}")
-    return (True, name, f"{label} reachable")
+        return ("fail", name, f"{label}: {exc}")
+    return ("ok", name, f"{label} reachable")
 
 
 async def _ping_store(url: str) -> None:
@@ -77,17 +79,17 @@ def _check_http(listen: str) -> Check:
         bind(listen).close()
     except ListenError as exc:
         if "in use" not in str(exc):
-            return (False, "http", str(exc))
+            return ("fail", "http", str(exc))
     else:
-        return (True, "http", f"{listen} free to bind")
+        return ("ok", "http", f"{listen} free to bind")
     host, port = parse_listen(listen)
     host = "127.0.0.1" if host in ("0.0.0.0", "") else ("::1" if host == "::" else host)
     url = f"http://{'[' + host + ']' if ':' in host else host}:{port}/readyz"
     try:
         with urllib.request.urlopen(url, timeout=TIMEOUT_SECONDS) as response:
             body = json.loads(response.read())
-            return (True, "http", f"{listen} in use by a ready pamd ({body.get('status')})")
+            return ("ok", "http", f"{listen} in use by a ready pamd ({body.get('status')})")
     except urllib.error.HTTPError as exc:
-        return (False, "http", f"{listen}: running pamd is not ready ({exc.code}): {exc.read().decode()[:200]}")
+        return ("fail", "http", f"{listen}: running pamd is not ready ({exc.code}): {exc.read().decode()[:200]}")
     except (OSError, ValueError) as exc:
-        return (False, "http", f"{listen} in use by something that is not a ready pamd ({exc})")
+        return ("fail", "http", f"{listen} in use by something that is not a ready pamd ({exc})")

@@ -94,9 +94,9 @@ def _check(args: argparse.Namespace) -> int:
     from pamd.checks import run_checks
 
     results = anyio.run(run_checks, args.config)
-    for ok, name, detail in results:
-        print(f"{'ok  ' if ok else 'FAIL'} {name}: {detail}")
-    return 0 if all(ok for ok, _, _ in results) else 1
+    for status, name, detail in results:
+        print(f"{status.upper() if status != 'ok' else 'ok':<4} {name}: {detail}")
+    return 0 if all(status != "fail" for status, _, _ in results) else 1
 
 
 def _monitors(args: argparse.Namespace) -> int:

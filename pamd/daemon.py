@@ -142,7 +142,9 @@ class Daemon:
                 state.disabled_reason = None
                 runner.states[name] = state
         await self._tg.start(runner.serve)
-        gen = Generation(assembly, runner, Scheduler(assembly.jobs, runner, self.coordinator, self.metrics))
+        scheduler = Scheduler(assembly.jobs, runner, self.coordinator, self.metrics,
+                              daemon_start=self.current is None)
+        gen = Generation(assembly, runner, scheduler)
         self._tg.start_soon(self._run_scheduler, gen)
         self.current = gen
         self._generations.append(gen)

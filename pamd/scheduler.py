@@ -37,13 +37,16 @@ class Scheduler:
         metrics: Metrics,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         max_sleep: float = MAX_SLEEP_SECONDS,
+        daemon_start: bool = True,
     ) -> None:
+        """``daemon_start=False`` (a reload) skips ``run_at_startup``; missed ticks are still caught up."""
         self.jobs = jobs
         self.runner = runner
         self.coordinator = coordinator
         self.metrics = metrics
         self.clock = clock
         self.max_sleep = max_sleep
+        self.daemon_start = daemon_start
         self.started_monotonic: float | None = None
         self._live_loops = 0
 
@@ -89,7 +92,7 @@ class Scheduler:
                 await self._fire(job, recent[-1])
                 return
             self._record_missed(job, missed, "while the daemon was down")
-        if job.run_at_startup:
+        if job.run_at_startup and self.daemon_start:
             await self._fire(job, now.replace(microsecond=0))
 
     def _count_missed(self, job: Job, last: datetime, until: datetime) -> int:

@@ -106,3 +106,19 @@ def test_check_fails_on_foreign_port_and_bad_config(workdir: Path, port: int) ->
     result = run_cli("check", cwd=workdir)
     assert result.returncode == 1
     assert result.stdout.startswith("FAIL config: ") and "http.listen: expected HOST:PORT" in result.stdout
+
+
+def test_plugins_shows_a_failed_plugin(workdir: Path) -> None:
+    from tests.plugin_sources import BROKEN_IMPORT, plugin_dir
+
+    directory = plugin_dir(workdir, broken=BROKEN_IMPORT)
+    env = {"PAMD_DAEMON__PLUGIN_DIRS": f'["{directory}"]'}
+    result = run_cli("plugins", cwd=workdir, env=env)
+    broken = next(p for p in json.loads(result.stdout) if p["name"] == "broken")
+    assert broken["status"] == "failed" and broken["error"] == "RuntimeError: boom at import (broken.py:2)"
+    assert broken["source"] == "plugin dir" and broken["path"] == str(directory / "broken.py")
+    assert "plugin broken (plugin dir) failed to load" in result.stderr
+    check = run_cli("check", cwd=workdir, env=env)
+    # A failed plugin is a warning, not a failure: the daemon starts without it (ExecStartPre must pass).
+    assert check.returncode == 0, check.stdout
+    assert "WARN plugin broken: failed, the daemon runs without it: RuntimeError: boom at import" in check.stdout

@@ -144,23 +144,25 @@ def test_systemd_notify_watchdog_reload_and_stop(tmp_path: Path, port: int, daem
     # says RELOADING=1 then READY=1.
     plugins = plugin_dir(tmp_path, recorder=RECORDER)
     config.write_text(config.read_text().replace("[log]", f'plugin_dirs = ["{plugins}"]\n[log]')
-                      + '\n[monitors.fuel]\nschedule = "*/7 * * * *"\n')
+                      + '\n[monitors.fuel]\nschedule = "0 0 1 1 *"\n')
     daemon.signal(signal.SIGHUP)
     listener.wait("RELOADING=1")
-    wait_for(lambda: daemon.json("/status")["monitors"]["fuel"]["schedule"] == "*/7 * * * *", 10)
+    wait_for(lambda: daemon.json("/status")["monitors"]["fuel"]["schedule"] == "0 0 1 1 *", 10)
     status = daemon.json("/status")
     assert status["last_reload"]["outcome"] == "success" and status["pid"] == daemon.proc.pid
     assert status["monitors"]["every_second"]["source"] == "plugin dir"
     assert "READY=1" in listener.wait("reloaded: 3 monitors")
+    # run_at_startup means daemon start: a reload does not run fuel again.
+    assert 'pamd_monitor_runs_total{monitor="fuel",outcome="success"} 1.0' in daemon.get("/metrics")[1]
 
     # A broken config on reload keeps the running one and says why.
     good = config.read_text()
-    config.write_text(good.replace('"*/7 * * * *"', '"every tuesday"'))
+    config.write_text(good.replace('"0 0 1 1 *"', '"every tuesday"'))
     daemon.signal(signal.SIGHUP)
     wait_for(lambda: (daemon.json("/status")["last_reload"] or {}).get("outcome") == "error", 10)
     reload_info = daemon.json("/status")["last_reload"]
     assert "monitors.fuel.schedule: bad cron expression 'every tuesday'" in reload_info["error"]
-    assert daemon.json("/status")["monitors"]["fuel"]["schedule"] == "*/7 * * * *"
+    assert daemon.json("/status")["monitors"]["fuel"]["schedule"] == "0 0 1 1 *"
     assert daemon.get("/readyz")[0] == 200
     assert "reload failed, keeping the running configuration" in daemon.stderr()
     assert 'pamd_config_reloads_total{outcome="error"} 1.0' in daemon.get("/metrics")[1]
