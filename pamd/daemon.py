@@ -106,6 +106,7 @@ class Daemon:
             if sock is not None:
                 sock.close()
             await self._close_backends()
+            self.notifier.close()
         log.info("pamd stopped")
         return 0
 
@@ -186,6 +187,10 @@ class Daemon:
             async for signum in signals:
                 if signum == signal.SIGHUP:
                     await self.reload()
+                elif self._stop.is_set():
+                    log.warning("received %s again: cancelling running ticks now", signal.Signals(signum).name)
+                    for gen in self._generations:
+                        gen.runner.cancel_all()
                 else:
                     log.info("received %s", signal.Signals(signum).name)
                     self.request_stop()

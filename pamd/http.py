@@ -87,8 +87,13 @@ def make_app(source: HealthSource) -> Callable[[Scope, Receive, Send], Awaitable
 
 
 async def _respond(send: Send, status: int, body: dict[str, Any], head: bool) -> None:
-    payload = json.dumps(body, default=str, indent=1).encode() + b"\n"
+    payload = json.dumps(body, default=_jsonable, indent=1).encode() + b"\n"
     await _send(send, status, payload, "application/json", head)
+
+
+def _jsonable(value: object) -> object:
+    isoformat = getattr(value, "isoformat", None)
+    return isoformat() if callable(isoformat) else str(value)
 
 
 async def _send(send: Send, status: int, payload: bytes, content_type: str, head: bool) -> None:

@@ -170,3 +170,23 @@ def test_systemd_notify_watchdog_reload_and_stop(tmp_path: Path, port: int, daem
     daemon.signal(signal.SIGTERM)
     listener.wait("STOPPING=1")
     assert daemon.proc.wait(10) == 0
+
+
+@pytest.mark.parametrize("how", ["grace expires", "second signal"])
+def test_stuck_tick_does_not_hold_shutdown(tmp_path: Path, port: int, daemons: list[DaemonProcess], how: str) -> None:
+    plugins = plugin_dir(tmp_path, recorder=RECORDER)
+    config = write_config(tmp_path, port, "[monitors.fuel]\nenabled = false\n",
+                          daemon=f'plugin_dirs = ["{plugins}"]', grace=1.5 if how == "grace expires" else 60)
+    daemon = DaemonProcess(tmp_path, config, port, env={"TEST_PAMD_RECORD": str(tmp_path / "r.txt"),
+                                                        "TEST_PAMD_SLOW": "120"})
+    daemons.append(daemon)
+    daemon.wait_ready()
+    wait_for(lambda: daemon.json("/status")["monitors"]["slow"]["running"], 5)
+    started = time.monotonic()
+    daemon.signal(signal.SIGTERM)
+    if how == "second signal":
+        wait_for(lambda: "draining" in daemon.stderr(), 5)
+        daemon.signal(signal.SIGINT)
+    assert daemon.proc.wait(15) == 0
+    assert time.monotonic() - started < 6
+    assert ("grace period over" if how == "grace expires" else "again: cancelling running ticks") in daemon.stderr()
