@@ -22,6 +22,7 @@ from pamd.hookspecs import hookimpl
 from pamd.model import Alert, Priority
 from pamd.monitor import Monitor, MonitorContext, MonitorResult
 from pamd.sinks.base import Sink
+from pamd.store.base import Store
 
 __all__ = [
     "Alert",
@@ -30,6 +31,7 @@ __all__ = [
     "MonitorResult",
     "Priority",
     "Sink",
+    "Store",
     "__version__",
     "hookimpl",
 ]

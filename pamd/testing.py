@@ -6,9 +6,13 @@ daemon uses (timeout, retries, alert stamping) and returns the alerts, deliverin
 
 from __future__ import annotations
 
+import os
 import tempfile
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
+
+import anyio
 
 from pamd.coordination.local import LocalCoordinator
 from pamd.jobs import Job, MonitorSettings, build_job
@@ -65,3 +69,27 @@ async def run_monitor(
     if result.outcome != "success":
         raise AssertionError(f"monitor {monitor.name} tick {result.outcome}: {result.error}")
     return result.alerts
+
+
+def demo_store(directory: str | os.PathLike[str], now: datetime | None = None) -> Store:
+    """A SQLite store in ``directory``, migrated and seeded with the demo users (relative to ``now``)."""
+    from pamd.store import prepare_store
+
+    url = f"sqlite:///{os.path.abspath(directory)}/demo.db"
+    store: Store = anyio.run(prepare_store, url, False)
+    anyio.run(store.seed_demo, now or datetime.now(UTC))
+    return store
+
+
+try:  # the fixture exists for test suites; pamd itself never needs pytest
+    import pytest
+except ImportError:  # pragma: no cover
+    pass
+else:
+
+    @pytest.fixture
+    def pamd_demo_store(tmp_path: Any) -> Iterator[Store]:
+        """A demo-seeded SQLite store for one test. Enable with ``pytest_plugins = ["pamd.testing"]``."""
+        store = demo_store(tmp_path)
+        yield store
+        anyio.run(store.aclose)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -101,8 +102,9 @@ def test_duplicate_monitor_names_are_a_config_error(tmp_path: Path) -> None:
 def test_installed_distribution_is_found_through_its_entry_point(tmp_path: Path) -> None:
     """pip-installs examples/pamd-hello (a real wheel with a 'pamd' entry point) into a target dir on sys.path."""
     target = tmp_path / "site"
+    source = shutil.copytree(REPO / "examples" / "pamd-hello", tmp_path / "src")  # the build writes into it
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
-                    "--target", str(target), str(REPO / "examples" / "pamd-hello")], check=True,
+                    "--target", str(target), str(source)], check=True,
                    capture_output=True, timeout=300)
     assert list(target.glob("pamd_hello-0.1.0.dist-info/entry_points.txt"))
     env = {"PYTHONPATH": str(target)}
