@@ -12,6 +12,7 @@ import importlib
 import importlib.util
 import logging
 import os
+import re
 import stat
 import sys
 import traceback
@@ -35,6 +36,8 @@ BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("sinks", "pamd.sinks.builtin"),
     ("fuel", "pamd_plugins.fuel"),
 )
+
+MONITOR_NAME = re.compile(r"[a-z][a-z0-9_]*")
 
 Source = Literal["built-in", "entry point", "plugin dir"]
 
@@ -207,26 +210,37 @@ def _collect(pm: pluggy.PluginManager, result: PluginSet) -> None:
     by_plugin = {f"{p.source}:{p.name}": p for p in result.plugins}
     for impl in pm.hook.register_monitors.get_hookimpls():
         info = by_plugin[impl.plugin_name]
-        _call_register(info, impl.function, lambda m, info=info: _add_monitor(result, m, info))
+        _call_register(result, info, impl.function, lambda m, info=info: _add_monitor(result, m, info))
     for impl in pm.hook.register_sinks.get_hookimpls():
         info = by_plugin[impl.plugin_name]
-        _call_register(info, impl.function, lambda n, f, info=info: _add_sink(result, n, f, info))
+        _call_register(result, info, impl.function, lambda n, f, info=info: _add_sink(result, n, f, info))
     pm.check_pending()
 
 
-def _call_register(info: PluginInfo, hook: Any, register: Any) -> None:
+def _call_register(result: PluginSet, info: PluginInfo, hook: Any, register: Any) -> None:
+    if info.status == "failed":  # an earlier hook of this plugin failed: it contributes nothing
+        return
     try:
         hook(register=register)
     except Exception as exc:
         info.status = "failed"
         info.error = _describe(exc)
         log.error("plugin %s failed while registering: %s", info.name, info.error, extra={"plugin": info.name})
+        # All or nothing: drop what the failed plugin registered before it raised.
+        for name in info.monitors:
+            result.monitors.pop(name, None)
+        for name in info.sinks:
+            result.sinks.pop(name, None)
+        info.monitors, info.sinks = [], []
 
 
 def _add_monitor(result: PluginSet, monitor: Monitor, info: PluginInfo) -> None:
     name = getattr(monitor, "name", None)
-    if not isinstance(monitor, Monitor) or not isinstance(name, str) or not name:
+    if not isinstance(monitor, Monitor) or not isinstance(name, str):
         raise TypeError(f"register_monitors: expected a pamd.Monitor with a name, got {monitor!r}")
+    if not MONITOR_NAME.fullmatch(name):
+        # The name is a config table ([monitors.<name>]), an env key (PAMD_MONITORS__<NAME>__...) and a label.
+        raise ValueError(f"register_monitors: monitor name {name!r} must match {MONITOR_NAME.pattern}")
     if name in result.monitors:
         other = result.monitors[name].plugin
         result.duplicates.append(

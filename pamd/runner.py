@@ -101,8 +101,12 @@ class Runner:
             task_status.started()
             await anyio.sleep_forever()
 
-    def dispatch(self, job: Job, scheduled_at: datetime) -> bool:
-        """Start a tick in the background unless the previous one is still running (then skip or queue one)."""
+    def dispatch(self, job: Job, scheduled_at: datetime, *, on_time: bool = True) -> bool:
+        """Start a tick in the background unless the previous one is still running (then skip or queue one).
+
+        ``on_time=False`` (a ``run_at_startup`` tick, stamped with the start second) keeps it out of the
+        lateness histogram, which measures the scheduler against cron times.
+        """
         state = self.states[job.name]
         lateness = (self.clock() - scheduled_at - job.jitter).total_seconds()
         if state.running:
@@ -114,7 +118,8 @@ class Runner:
                         scheduled_at.isoformat(), extra={"monitor": job.name})
             return False
         assert self._tg is not None, "Runner.serve() is not running"
-        self._metrics[job.name].lateness.observe(max(0.0, lateness))
+        if on_time:
+            self._metrics[job.name].lateness.observe(max(0.0, lateness))
         state.running = True
         self._running += 1
         self._idle = anyio.Event() if self._idle.is_set() else self._idle

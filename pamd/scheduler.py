@@ -93,7 +93,7 @@ class Scheduler:
                 return
             self._record_missed(job, missed, "while the daemon was down")
         if job.run_at_startup and self.daemon_start:
-            await self._fire(job, now.replace(microsecond=0))
+            await self._fire(job, now.replace(microsecond=0), on_time=False)
 
     def _count_missed(self, job: Job, last: datetime, until: datetime) -> int:
         count = 0
@@ -124,11 +124,11 @@ class Scheduler:
                 await self._fire(job, due)
             due = upcoming
 
-    async def _fire(self, job: Job, scheduled_at: datetime) -> None:
+    async def _fire(self, job: Job, scheduled_at: datetime, *, on_time: bool = True) -> None:
         if self.runner.states[job.name].disabled_reason or not self.coordinator.is_leader():
             return
         if await self.coordinator.claim_tick(job.name, scheduled_at):
-            self.runner.dispatch(job, scheduled_at)
+            self.runner.dispatch(job, scheduled_at, on_time=on_time)
 
     async def _sleep_until(self, target: datetime) -> None:
         while True:

@@ -119,3 +119,12 @@ def test_installed_distribution_is_found_through_its_entry_point(tmp_path: Path)
     assert alert["title"] == "Howdy, ann" and alert["monitor"] == "hello"
     # Without the distribution on the path the same plugin is simply absent.
     assert "hello" not in run_cli("plugins", cwd=tmp_path).stdout
+
+
+def test_monitor_names_must_work_as_config_and_env_keys(tmp_path: Path) -> None:
+    source = DUPLICATE_FUEL.replace('name = "fuel"', 'name = "Fuel-Level"').replace(
+        "    register(Fuel())", "    register(type('Ok', (Fuel,), {'name': 'ok_first'})())\n    register(Fuel())")
+    result = load_plugins([plugin_dir(tmp_path, bad_name=source)], {})
+    bad = next(p for p in result.plugins if p.name == "bad_name")
+    assert bad.status == "failed" and "monitor name 'Fuel-Level' must match [a-z][a-z0-9_]*" in (bad.error or "")
+    assert "ok_first" not in result.monitors and bad.monitors == []  # all or nothing
