@@ -60,6 +60,38 @@ class CoordinationSection(_Section):
     prefix: str = "pamd"
 
 
+class ProviderSection(_Section):
+    """One external HTTP data provider (``[providers.weather]``, ``[providers.places]``)."""
+
+    base_url: str = ""
+    timeout: float = 10.0
+    retries: int = 2
+    enabled: bool = True
+
+
+def _weather_default() -> ProviderSection:
+    return ProviderSection(base_url="https://api.open-meteo.com")
+
+
+def _places_default() -> ProviderSection:
+    return ProviderSection(base_url="https://overpass-api.de/api", timeout=25.0)
+
+
+class ProvidersSection(_Section):
+    weather: ProviderSection = msgspec.field(default_factory=_weather_default)
+    places: ProviderSection = msgspec.field(default_factory=_places_default)
+    user_agent: str = "pamd (proactive monitoring daemon; https://github.com/pamd/pamd)"
+
+
+class AlertsSection(_Section):
+    """Defaults of the alert pipeline; users' ``notification_preferences`` rows override them."""
+
+    max_per_day: int = 12  # non-urgent alerts per user and local day (urgent ones are exempt)
+    quiet_start: str = ""  # HH:MM in the user's timezone; empty: no default quiet hours
+    quiet_end: str = ""
+    release_interval: float = 60.0  # seconds between checks for held alerts whose quiet hours ended
+
+
 class Config(_Section, dict=True):
     """The whole, validated configuration. ``monitors`` and ``sinks`` tables are validated against plugins later."""
 
@@ -68,6 +100,8 @@ class Config(_Section, dict=True):
     http: HttpSection = msgspec.field(default_factory=HttpSection)
     store: StoreSection = msgspec.field(default_factory=StoreSection)
     coordination: CoordinationSection = msgspec.field(default_factory=CoordinationSection)
+    providers: ProvidersSection = msgspec.field(default_factory=ProvidersSection)
+    alerts: AlertsSection = msgspec.field(default_factory=AlertsSection)
     monitors: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
     sinks: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
 

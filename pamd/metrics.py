@@ -18,6 +18,7 @@ from pamd.model import Priority
 RUN_OUTCOMES = ("success", "error", "timeout", "skipped", "missed")
 ALERT_OUTCOMES = ("delivered", "failed", "dry_run")
 DELIVERY_OUTCOMES = ("success", "error")
+PROVIDER_OUTCOMES = ("success", "timeout", "unreachable", "http_error", "malformed")
 LATENESS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
 LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -69,6 +70,16 @@ class Metrics:
                                    ["monitor"], registry=r)
         self.plugin_up = Gauge("pamd_plugin_up", "1 if the plugin loaded, 0 if it failed or is disabled",
                                ["plugin", "source"], registry=r)
+        self.provider_requests = Counter("pamd_provider_requests_total",
+                                         "HTTP requests to data providers by outcome (success, timeout, "
+                                         "unreachable, http_error, malformed)", ["provider", "outcome"], registry=r)
+        self.provider_latency = Histogram("pamd_provider_request_duration_seconds",
+                                          "Wall time of one provider HTTP request", ["provider"],
+                                          buckets=DURATION_BUCKETS, registry=r)
+        for provider in ("weather", "places"):
+            self.provider_latency.labels(provider)
+            for outcome in PROVIDER_OUTCOMES:
+                self.provider_requests.labels(provider, outcome)
         self.reloads = Counter("pamd_config_reloads_total", "SIGHUP reloads by outcome", ["outcome"], registry=r)
         for outcome in ("success", "error"):
             self.reloads.labels(outcome)

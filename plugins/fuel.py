@@ -18,16 +18,14 @@ from typing import Any, Literal
 import msgspec
 
 import pamd
+from pamd import units
 from pamd.store.records import FuelFill, FuelInput, FuelInputSource, FuelVehicle, format_ts
 
-L_PER_GALLON = 3.785411784  # US gallon
-KM_PER_MILE = 1.609344
 DAY = timedelta(days=1)
 DEFAULT_CONSUMPTION = {  # L/100km, by vehicles.vehicle_type (normalised: lower case, "_" for spaces and dashes)
     "rv_class_a": 35.0, "rv_class_b": 16.0, "rv_class_c": 22.0, "motorhome": 22.0, "campervan": 12.0,
     "van": 11.0, "truck_trailer": 25.0, "fifth_wheel": 25.0, "truck": 16.0, "suv": 12.0, "car": 8.0,
 }
-CURRENCY_SYMBOLS = {"USD": "$", "AUD": "A$", "NZD": "NZ$", "CAD": "C$", "EUR": "€", "GBP": "£"}
 ConsumptionSource = Literal["history", "vehicle", "type_default"]
 DistanceSource = Literal["odometer", "odometer+days", "days"]
 
@@ -201,23 +199,6 @@ def classify(est: FuelEstimate, cfg: FuelConfig, nearest_station_km: float | Non
     return None
 
 
-def _volume(litres: float, imperial: bool) -> str:
-    return f"{litres / L_PER_GALLON:.1f} gal" if imperial else f"{litres:.0f} L"
-
-
-def _distance(km: float, imperial: bool) -> str:
-    return f"{km / KM_PER_MILE:,.0f} mi" if imperial else f"{km:,.0f} km"
-
-
-def _money(amount: float, currency: str) -> str:
-    symbol = CURRENCY_SYMBOLS.get(currency)
-    return f"{symbol}{amount:,.2f}" if symbol else f"{amount:,.2f} {currency}"
-
-
-def _ago(days: float) -> str:
-    return "today" if days < 1 else "yesterday" if days < 2 else f"{days:.0f} days ago"
-
-
 _HEADLINES = {
     pamd.Priority.URGENT: ("Fuel critically low", "Refuel as soon as possible."),
     pamd.Priority.HIGH: ("Fuel low", "Plan to refuel today."),
@@ -230,22 +211,22 @@ def render(inp: FuelInput, vehicle: FuelVehicle, est: FuelEstimate, priority: pa
     imp = inp.preferred_units == "imperial"
     headline, advice = _HEADLINES.get(priority, ("Fuel check", ""))
     if est.distance_source == "odometer":
-        how = f"{_distance(est.distance_since_fill_km, imp)} driven since (odometer)"
+        how = f"{units.distance(est.distance_since_fill_km, imp)} driven since (odometer)"
     else:
         basis = "your average" if est.daily_km_source == "history" else "a typical"
         how = (
-            f"about {_distance(est.distance_since_fill_km, imp)} driven since (estimated from {basis} "
-            f"{_distance(est.daily_km, imp)} a day)"
+            f"about {units.distance(est.distance_since_fill_km, imp)} driven since (estimated from {basis} "
+            f"{units.distance(est.daily_km, imp)} a day)"
         )
     body = (
-        f"{vehicle.name} has about {_volume(est.litres_left, imp)} of fuel left ({est.level_pct:.0f}% of "
-        f"{_volume(est.capacity_l, imp)}), roughly {_distance(est.range_km, imp)} of range. Estimated from "
-        f"your last full fill-up {_ago(est.days_since_fill)} and {how}."
+        f"{vehicle.name} has about {units.volume(est.litres_left, imp)} of fuel left ({est.level_pct:.0f}% of "
+        f"{units.volume(est.capacity_l, imp)}), roughly {units.distance(est.range_km, imp)} of range. Estimated from "
+        f"your last full fill-up {units.days_ago(est.days_since_fill)} and {how}."
     )
     if est.price_per_l is not None:
         need = est.capacity_l - est.litres_left
-        cost = _money(need * est.price_per_l, inp.currency)
-        body += f" Filling up ({_volume(need, imp)}) costs about {cost} at your last price."
+        cost = units.money(need * est.price_per_l, inp.currency)
+        body += f" Filling up ({units.volume(need, imp)}) costs about {cost} at your last price."
     return f"{headline}: about {est.level_pct:.0f}% left", f"{body} {advice}".strip()
 
 

@@ -16,19 +16,18 @@ demo-u07   Bob, Branson        petrol truck + fifth wheel, odometer +250 km     
 demo-u08   Emily, Keswick      class C diesel, no odometer (stated consumption)      55 % -> none
 =========  ==================  ====================================================  ==========================
 
-Ids are fixed, so seeding again upserts instead of duplicating. A little data for the other monitors too:
-budgets, expenses, trips, maintenance, calendar events, locations and notification preferences.
+Ids are fixed, so seeding again upserts instead of duplicating. Each other monitor's rows (and the table of what
+they should produce) live in its own module: :mod:`pamd.store.demo_budget`, :mod:`~pamd.store.demo_weather`,
+:mod:`~pamd.store.demo_maintenance` and :mod:`~pamd.store.demo_context`.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
-from zoneinfo import ZoneInfo
 
-from pamd.store.records import format_date, format_ts
-
-Row = dict[str, Any]
+from pamd.store import demo_budget, demo_context, demo_maintenance, demo_weather
+from pamd.store.demo_common import DemoUser, Row
+from pamd.store.records import format_ts
 
 # id, name, email, tz, units, currency, vehicle_type, (lat, lon), price per litre in the local currency
 _USERS: tuple[tuple[str, str, str, str, str, str, str | None, tuple[float, float], float], ...] = (
@@ -123,78 +122,19 @@ def demo_rows(now: datetime) -> dict[str, list[Row]]:
                 "odometer_km": odometer, "is_full_tank": full, "lat": round(lat + index * 0.01, 4),
                 "lon": round(lon - index * 0.01, 4), "created_at": ago(days=days),
             })
-    _add_other_tables(tables, now, places)
+    users = {key: DemoUser(key=key, user_id=f"demo-{key}", timezone=tz, lat=place[0], lon=place[1],
+                           vehicle_id=f"demo-v{key[1:]}" if any(v[0] == key for v in _VEHICLES) else None)
+             for key, _name, _email, tz, *_rest, place, _price in _USERS}
+    for extend in (demo_budget.add, demo_weather.add, demo_maintenance.add, demo_context.add):
+        extend(tables, now, users)
+    _add_preferences(tables)
     return tables
 
 
-def _add_other_tables(tables: dict[str, list[Row]], now: datetime, places: dict[str, tuple[float, float]]) -> None:
-    def day(days: float) -> str:
-        return format_date(now + timedelta(days=days))
-
-    def at(days: float = 0.0, hours: float = 0.0) -> str:
-        return format_ts(now + timedelta(days=days, hours=hours))
-
-    month_start = format_date(now.replace(day=1))
-    tables["budgets"] += [
-        _row("b", "u01", category="fuel", amount=800.0, period="monthly", start_date=month_start),
-        _row("b", "u02", category="total", amount=3000.0, period="monthly", start_date=month_start),
-        _row("b", "u04", category="food", amount=250.0, period="weekly", start_date=day(-now.weekday())),
-        _row("b", "u08", category="campsites", amount=600.0, period="monthly", start_date=month_start),
-    ]
-    tz = {u[0]: ZoneInfo(u[3]) for u in _USERS}
-    for n, (key, days, amount, category, text) in enumerate((
-        ("u01", 3, 94.5, "fuel", "Diesel, Loveland"), ("u01", 2, 45.0, "campsites", "Cherry Creek SP"),
-        ("u01", 1, 62.3, "food", "Groceries"), ("u02", 2, 82.0, "fuel", "Top-up, Gympie"),
-        ("u02", 1, 310.0, "repairs", "Trailer bearing"), ("u04", 1, 96.4, "food", "Pak'nSave Rotorua"),
-        ("u04", 0, 38.0, "campsites", "Holiday park"), ("u08", 1, 32.5, "campsites", "Castlerigg Farm"),
-    ), start=1):
-        local_day = (now - timedelta(days=days)).astimezone(tz[key]).date().isoformat()
-        tables["expenses"].append(_row("e", key, n, amount=amount, category=category, description=text,
-                                       date=local_day))
-    tables["trips"] += [
-        _row("t", "u01", origin="Denver, CO", destination="Moab, UT", dest_lat=38.5733, dest_lon=-109.5498,
-             start_date=day(3), end_date=day(10), flex_days=2, status="planned", route_data={"distance_km": 570}),
-        _row("t", "u04", origin="Rotorua", destination="Wanaka", dest_lat=-44.7032, dest_lon=169.1320,
-             start_date=day(5), end_date=day(12), flex_days=3, status="planned", route_data=None),
-        _row("t", "u05", origin="Annecy", destination="Chamonix", dest_lat=45.9237, dest_lon=6.8694,
-             start_date=day(-20), end_date=day(-15), flex_days=0, status="completed", route_data=None),
-        _row("t", "u07", origin="Branson, MO", destination="Nashville, TN", dest_lat=36.1627,
-             dest_lon=-86.7816, start_date=day(-1), end_date=day(6), flex_days=1, status="active",
-             route_data={"distance_km": 690}),
-    ]
-    tables["maintenance_records"] += [
-        _row("m", "u01", vehicle_id="demo-v01", task="Oil and filter change", date=day(-170), odometer_km=37000.0,
-             cost=420.0, next_due_date=day(10), next_due_odometer_km=45000.0),
-        _row("m", "u02", vehicle_id="demo-v02", task="Tyre rotation", date=day(-120), odometer_km=80196.0,
-             cost=120.0, next_due_date=None, next_due_odometer_km=90196.0),
-        _row("m", "u04", vehicle_id="demo-v04", task="Oil change", date=day(-30), odometer_km=148000.0,
-             cost=180.0, next_due_date=day(150), next_due_odometer_km=158000.0),
-        _row("m", "u07", vehicle_id="demo-v07", task="Brake inspection", date=day(-365), odometer_km=55000.0,
-             cost=250.0, next_due_date=day(-5), next_due_odometer_km=None),
-    ]
-    tables["calendar_events"] += [
-        _row("c", "u03", title="Snorkel tour, Kahalu'u Bay", start_at=at(days=1), location_name="Kahalu'u Bay",
-             lat=19.5797, lon=-155.9669),
-        _row("c", "u08", title="Dinner at the Drunken Duck", start_at=at(hours=6), location_name="Barngates",
-             lat=54.4013, lon=-3.0093),
-    ]
-    for key, (lat, lon) in places.items():
-        if key == "u06":
-            continue
-        for minutes, step, speed in ((60, 0.0, 0.0), (10, 0.05, 80.0 if key in ("u01", "u07") else 0.0)):
-            tables["user_locations"].append({
-                "user_id": f"demo-{key}", "recorded_at": at(hours=-minutes / 60), "lat": round(lat + step, 4),
-                "lon": round(lon + step, 4), "speed_kmh": speed,
-            })
+def _add_preferences(tables: dict[str, list[Row]]) -> None:
     tables["notification_preferences"] += [
         {"user_id": "demo-u08", "monitor": "*", "enabled": True, "quiet_start": "22:00", "quiet_end": "07:00",
          "max_per_day": 6},
         {"user_id": "demo-u05", "monitor": "weather", "enabled": False, "quiet_start": None, "quiet_end": None,
          "max_per_day": None},
     ]
-
-
-def _row(prefix: str, key: str, n: int | None = None, **values: Any) -> Row:
-    """A row with a deterministic id ``demo-<prefix><user>[-n]`` owned by ``demo-<key>``."""
-    suffix = f"-{n:02d}" if n is not None else ""
-    return {"id": f"demo-{prefix}{key[1:]}{suffix}", "user_id": f"demo-{key}", **values}

@@ -17,6 +17,19 @@ import msgspec
 Units = Literal["metric", "imperial"]
 
 
+class Profile(msgspec.Struct, frozen=True, kw_only=True):
+    """The ``profiles`` fields monitors use, normalised: ``timezone`` defaults to ``"UTC"``, ``preferred_units``
+    to ``"metric"``, ``currency`` to ``"USD"`` (upper case); ``max_driving_hours`` is ``None`` when unknown."""
+
+    user_id: str
+    full_name: str | None = None
+    timezone: str = "UTC"
+    preferred_units: Units = "metric"
+    currency: str = "USD"
+    vehicle_type: str | None = None
+    max_driving_hours: float | None = None
+
+
 class FuelFill(msgspec.Struct, frozen=True, kw_only=True):
     """One ``fuel_log`` row: a fill-up of ``volume_l`` litres at ``logged_at`` (UTC)."""
 

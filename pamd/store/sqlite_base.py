@@ -1,0 +1,197 @@
+"""The plumbing every SQLite query module shares: one WAL connection behind a lock, worker threads, skips.
+
+One connection in WAL mode, guarded by a lock; every blocking call runs in a worker thread through
+:func:`anyio.to_thread.run_sync`, so the event loop never waits on the disk. Query modules (one per monitor)
+subclass :class:`SQLiteBase`; :class:`pamd.store.sqlite.SQLiteStore` combines them.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from collections import Counter
+from collections.abc import AsyncGenerator, Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio.to_thread
+
+from pamd.store.records import Profile, finite_or_none
+
+log = logging.getLogger("pamd.store.sqlite")
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+INACTIVE_STATUSES = ("deleted", "disabled", "suspended", "inactive", "banned")
+"""Profiles with one of these ``status`` values are never monitored."""
+
+_INACTIVE_SQL = ", ".join(f"'{s}'" for s in INACTIVE_STATUSES)
+_PROFILES_SQL = f"""
+SELECT id, full_name, timezone, preferred_units, currency, vehicle_type, max_driving_hours FROM profiles
+WHERE {{where}} AND COALESCE(status, 'active') NOT IN ({_INACTIVE_SQL})
+ORDER BY id LIMIT ?
+"""
+
+
+def sqlite_path(url: str) -> str:
+    """The file path in a ``sqlite:///...`` URL (``sqlite:////abs`` is absolute; ``~`` is expanded)."""
+    prefix = "sqlite://"
+    if not url.lower().startswith(prefix) or not url[len(prefix) :].startswith("/"):
+        raise ValueError(f"not a sqlite URL: {url!r} (expected sqlite:///relative.db or sqlite:////abs.db)")
+    path = url[len(prefix) + 1 :].split("?", 1)[0]
+    if not path:
+        raise ValueError(f"sqlite URL {url!r} has no path")
+    return path if path == ":memory:" else str(Path(path).expanduser())
+
+
+
+class SQLiteBase:
+    """A SQLite database at ``url``.
+
+    ``skipped_rows`` counts rows ignored because of bad data (NULL where required, negative amounts, unparsable
+    timestamps), keyed by table; every skip counts, and each row is logged as a warning once. ``trace``, if given,
+    receives every SQL statement executed (see :meth:`sqlite3.Connection.set_trace_callback`).
+    """
+
+    def __init__(self, url: str, *, trace: Callable[[str], None] | None = None) -> None:
+        self.url = url
+        self.path = sqlite_path(url)
+        self.skipped_rows: Counter[str] = Counter()
+        self._trace = trace
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+        self._closed = False
+        self._columns: dict[str, frozenset[str]] = {}
+        self._warned: set[tuple[str, str]] = set()
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({self.url!r})"
+
+    # -- plumbing -------------------------------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._closed:
+            raise RuntimeError(f"{self!r} is closed")
+        if self._conn is None:
+            if self.path != ":memory:":
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            if self._trace is not None:
+                conn.set_trace_callback(self._trace)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            self._conn = conn
+        return self._conn
+
+    def _locked(self, func: Callable[..., T], *args: Any) -> T:
+        with self._lock:
+            return func(self._connect(), *args)
+
+    async def _call(self, func: Callable[..., T], *args: Any) -> T:
+        """Run ``func(connection, *args)`` in a worker thread, holding the connection lock."""
+        return await anyio.to_thread.run_sync(self._locked, func, *args)
+
+    @staticmethod
+    @contextmanager
+    def _transaction(conn: sqlite3.Connection) -> Iterator[None]:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            conn.rollback()
+            raise
+        conn.commit()
+
+    def _skip(self, table: str, row_id: object, reason: str) -> None:
+        self.skipped_rows[table] += 1
+        key = (table, str(row_id))
+        level = logging.DEBUG if key in self._warned else logging.WARNING
+        self._warned.add(key)
+        log.log(level, "skipping %s row %s: %s", table, row_id, reason)
+
+    # -- Store protocol -------------------------------------------------------------------------------------
+
+    async def ping(self) -> None:
+        """Raise if the database cannot be opened or queried."""
+        await self._call(lambda conn: conn.execute("SELECT 1").fetchone())
+
+    async def aclose(self) -> None:
+        """Close the connection; further calls raise :class:`RuntimeError`. Safe to call twice."""
+
+        def close() -> None:
+            with self._lock:
+                if self._conn is not None:
+                    self._conn.close()
+                self._conn = None
+                self._closed = True
+
+        await anyio.to_thread.run_sync(close)
+
+    # -- users, page by page --------------------------------------------------------------------------------
+
+    @staticmethod
+    def profile_where(after: str | None, user_id: str | None) -> tuple[str, list[Any]]:
+        """The WHERE clause (on ``profiles``) selecting the page after ``after`` (and only ``user_id``)."""
+        where, params = ["1"], []
+        if after is not None:
+            where.append("id > ?")
+            params.append(after)
+        if user_id is not None:
+            where.append("id = ?")
+            params.append(user_id)
+        return " AND ".join(where), params
+
+    def _profiles(self, conn: sqlite3.Connection, after: str | None, limit: int, user_id: str | None) -> list[Profile]:
+        """Up to ``limit`` monitored profiles with ids above ``after`` (keyset pagination), ordered by id."""
+        where, params = self.profile_where(after, user_id)
+        rows = conn.execute(_PROFILES_SQL.format(where=where), [*params, limit]).fetchall()
+        return [self.profile(row) for row in rows]
+
+    @staticmethod
+    def profile(row: sqlite3.Row, id_column: str = "id") -> Profile:
+        """A :class:`Profile` from a row with the ``profiles`` columns (``id`` named ``id_column``)."""
+        hours = finite_or_none(row["max_driving_hours"]) if "max_driving_hours" in row.keys() else None  # noqa: SIM118
+        return Profile(
+            user_id=str(row[id_column]),
+            full_name=row["full_name"],
+            timezone=row["timezone"] or "UTC",
+            preferred_units="imperial" if str(row["preferred_units"]).lower() == "imperial" else "metric",
+            currency=str(row["currency"] or "USD").upper(),
+            vehicle_type=row["vehicle_type"],
+            max_driving_hours=hours if hours is not None and hours > 0 else None,
+        )
+
+    async def _pages(
+        self,
+        fetch: Callable[[sqlite3.Connection, list[Profile]], list[R]],
+        batch_size: int,
+        user_id: str | None,
+    ) -> AsyncGenerator[list[R], None]:
+        """Stream users ``batch_size`` at a time: each page of profiles is handed to ``fetch(conn, profiles)``
+        (in the worker thread, under the lock), which loads their rows and returns the records to yield."""
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        after: str | None = None
+        while True:
+            profiles, batch = await self._call(self._page, after, batch_size, user_id, fetch)
+            if batch:
+                yield batch
+            if len(profiles) < batch_size:
+                return
+            after = profiles[-1].user_id
+
+    def _page(
+        self,
+        conn: sqlite3.Connection,
+        after: str | None,
+        limit: int,
+        user_id: str | None,
+        fetch: Callable[[sqlite3.Connection, list[Profile]], list[R]],
+    ) -> tuple[list[Profile], list[R]]:
+        profiles = self._profiles(conn, after, limit, user_id)
+        return profiles, (fetch(conn, profiles) if profiles else [])
