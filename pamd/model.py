@@ -53,6 +53,11 @@ class Alert(msgspec.Struct, kw_only=True):
 
     A monitor fills in what it knows (user, kind, priority, text, facts); the runner stamps ``monitor``, ``id``,
     ``created_at``, ``epoch`` and, when empty, ``fingerprint``.
+
+    ``subject`` names what the condition is about when a user can have several of one kind (a budget id and its
+    period start, a maintenance record id, a trip id...): alerts with the same monitor, user, kind and subject are
+    "the same condition" for dedupe, cooldown and escalation. Keep it stable while the condition lasts and let it
+    change when the condition is new (a new budget period is a new subject).
     """
 
     user_id: str
@@ -62,6 +67,7 @@ class Alert(msgspec.Struct, kw_only=True):
     body: str
     facts: dict[str, Any] = msgspec.field(default_factory=dict)
     actions: list[dict[str, Any]] = msgspec.field(default_factory=list)
+    subject: str = ""
     fingerprint: str = ""
     expires_at: datetime | None = None
     monitor: str = ""
@@ -70,8 +76,8 @@ class Alert(msgspec.Struct, kw_only=True):
     epoch: int = 0
 
     def default_fingerprint(self) -> str:
-        """A stable identity for "the same condition": monitor, user and kind."""
-        raw = f"{self.monitor}\x00{self.user_id}\x00{self.kind}".encode()
+        """A stable identity for "the same condition": monitor, user, kind and subject."""
+        raw = f"{self.monitor}\x00{self.user_id}\x00{self.kind}\x00{self.subject}".encode()
         return hashlib.sha256(raw).hexdigest()[:32]
 
 

@@ -35,6 +35,10 @@ ENTRY_POINT_GROUP = "pamd"
 BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("sinks", "pamd.sinks.builtin"),
     ("fuel", "pamd_plugins.fuel"),
+    ("budget", "pamd_plugins.budget"),
+    ("weather", "pamd_plugins.weather"),
+    ("maintenance", "pamd_plugins.maintenance"),
+    ("context", "pamd_plugins.context"),
 )
 
 MONITOR_NAME = re.compile(r"[a-z][a-z0-9_]*")

@@ -24,6 +24,7 @@ from pamd.metrics import Metrics
 from pamd.model import Alert
 from pamd.monitor import MonitorContext
 from pamd.pipeline import AlertPipeline
+from pamd.providers import ProviderHub
 from pamd.store.base import Store
 
 log = logging.getLogger("pamd.runner")
@@ -74,6 +75,7 @@ class Runner:
         max_concurrent_ticks: int = 8,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         retry_base_seconds: float = RETRY_BASE_SECONDS,
+        providers: ProviderHub | None = None,
     ) -> None:
         self.jobs = jobs
         self.pipeline = pipeline
@@ -82,6 +84,7 @@ class Runner:
         self.store = store
         self.clock = clock
         self.retry_base_seconds = retry_base_seconds
+        self.providers = providers
         self.states: dict[str, JobState] = {name: JobState() for name in jobs}
         self._limiter = anyio.CapacityLimiter(max(1, max_concurrent_ticks))
         self._tg: anyio.abc.TaskGroup | None = None
@@ -187,6 +190,7 @@ class Runner:
                 monitor=job.name, scheduled_at=scheduled_at, config=job.config, store=self.store,
                 epoch=self.coordinator.epoch, user_id=user_id, dry_run=dry_run, concurrency=job.concurrency,
                 logger=self._loggers[job.name], clock=self.clock,
+                providers=self.providers.for_tick() if self.providers is not None else None,
             )
             try:
                 with anyio.fail_after(job.timeout):

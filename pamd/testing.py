@@ -21,6 +21,7 @@ from pamd.model import Alert
 from pamd.monitor import Monitor
 from pamd.pipeline import AlertPipeline
 from pamd.plugins import PluginInfo
+from pamd.providers import ProviderHub
 from pamd.runner import Runner, TickResult
 from pamd.store.base import Store
 
@@ -42,6 +43,7 @@ async def run_tick(
     store: Store | None = None,
     user_id: str | None = None,
     now: datetime | None = None,
+    providers: ProviderHub | None = None,
     **settings: Any,
 ) -> TickResult:
     """Run one tick of ``monitor`` and return the full :class:`~pamd.runner.TickResult` (outcome, error...)."""
@@ -51,7 +53,7 @@ async def run_tick(
         coordinator = LocalCoordinator(state_dir)
         await coordinator.start()
         runner = Runner({job.name: job}, AlertPipeline({}, metrics), metrics, coordinator, store,
-                        clock=(lambda: now) if now else (lambda: datetime.now(UTC)))
+                        clock=(lambda: now) if now else (lambda: datetime.now(UTC)), providers=providers)
         scheduled = (now or datetime.now(UTC)).replace(microsecond=0)
         return await runner.run_tick(job, scheduled, user_id=user_id, dry_run=True)
 
@@ -63,9 +65,14 @@ async def run_monitor(
     store: Store | None = None,
     user_id: str | None = None,
     now: datetime | None = None,
+    providers: ProviderHub | None = None,
 ) -> list[Alert]:
-    """Run one tick and return its alerts; raises ``AssertionError`` with the error if the tick failed."""
-    result = await run_tick(monitor, config=config, store=store, user_id=user_id, now=now, retries=0)
+    """Run one tick and return its alerts; raises ``AssertionError`` with the error if the tick failed.
+
+    ``providers``: a :class:`pamd.providers.ProviderHub` (e.g. pointed at a local fake server), else none.
+    """
+    result = await run_tick(monitor, config=config, store=store, user_id=user_id, now=now, providers=providers,
+                            retries=0)
     if result.outcome != "success":
         raise AssertionError(f"monitor {monitor.name} tick {result.outcome}: {result.error}")
     return result.alerts

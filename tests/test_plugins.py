@@ -82,11 +82,12 @@ def test_allow_and_block_lists(tmp_path: Path) -> None:
     directory = plugin_dir(tmp_path, recorder=RECORDER, typo=MISSPELLED_HOOK)
     env = {"TEST_PAMD_RECORD": "x"}
     result = load_plugins([directory], {**env, "PAMD_LOAD_PLUGINS": "recorder"})
-    assert {p.name: p.status for p in result.plugins} == {
-        "sinks": "loaded", "fuel": "loaded", "recorder": "loaded", "typo": "disabled"}
+    builtins = {"sinks": "loaded", "fuel": "loaded", "budget": "loaded", "weather": "loaded",
+                "maintenance": "loaded", "context": "loaded"}
+    assert {p.name: p.status for p in result.plugins} == builtins | {"recorder": "loaded", "typo": "disabled"}
     result = load_plugins([directory], {**env, "PAMD_LOAD_PLUGINS": "", "PAMD_DISABLE_PLUGINS": "fuel"})
-    assert {p.name: p.status for p in result.plugins} == {
-        "sinks": "loaded", "fuel": "disabled", "recorder": "disabled", "typo": "disabled"}
+    assert {p.name: p.status for p in result.plugins} == builtins | {
+        "fuel": "disabled", "recorder": "disabled", "typo": "disabled"}
     assert set(result.monitors) == set()
 
 

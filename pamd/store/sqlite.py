@@ -15,7 +15,11 @@ from typing import Any, Literal
 
 from pamd.store.records import format_ts, to_sql_value
 from pamd.store.sqlite_base import INACTIVE_STATUSES, SQLiteBase, sqlite_path
+from pamd.store.sqlite_budget import SQLiteBudgetQueries
+from pamd.store.sqlite_context import SQLiteContextQueries
 from pamd.store.sqlite_fuel import SQLiteFuelQueries
+from pamd.store.sqlite_maintenance import SQLiteMaintenanceQueries
+from pamd.store.sqlite_weather import SQLiteWeatherQueries
 
 __all__ = ["INACTIVE_STATUSES", "PRIMARY_KEYS", "SQLiteStore", "sqlite_path"]
 
@@ -43,7 +47,14 @@ PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
 """The tables :meth:`SQLiteStore.add_rows` may write, with their primary keys (the upsert conflict target)."""
 
 
-class SQLiteStore(SQLiteFuelQueries, SQLiteBase):
+class SQLiteStore(
+    SQLiteFuelQueries,
+    SQLiteBudgetQueries,
+    SQLiteWeatherQueries,
+    SQLiteMaintenanceQueries,
+    SQLiteContextQueries,
+    SQLiteBase,
+):
     """The embedded default :class:`pamd.store.base.Store`, with the queries of every built-in monitor."""
 
     # -- schema and data ------------------------------------------------------------------------------------

@@ -1,0 +1,121 @@
+"""A tiny HTTP server on 127.0.0.1 for provider tests: real sockets, real HTTP, scripted answers.
+
+Subclass-free: give :class:`FakeServer` a ``handler(request) -> Reply`` function. Every request is recorded;
+``fail_next`` queues error replies (status, body, headers) served before the handler is consulted again, and
+``delay`` makes every reply slow (to exercise client timeouts).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]
+    body: bytes
+
+    def form(self) -> dict[str, list[str]]:
+        """The body parsed as ``application/x-www-form-urlencoded``."""
+        return parse_qs(self.body.decode())
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    body: bytes | str | Any = b""
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def encoded(self) -> tuple[bytes, str]:
+        if isinstance(self.body, bytes):
+            return self.body, self.headers.get("Content-Type", "application/octet-stream")
+        if isinstance(self.body, str):
+            return self.body.encode(), self.headers.get("Content-Type", "text/plain; charset=utf-8")
+        return json.dumps(self.body).encode(), "application/json; charset=utf-8"
+
+
+Handler = Callable[[Request], Reply]
+
+
+class FakeServer:
+    """See the module docstring. ``url`` is ``http://127.0.0.1:PORT``."""
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+        self.requests: list[Request] = []
+        self.failures: list[Reply] = []
+        self.delay = 0.0
+        self._lock = threading.Lock()
+        server = self
+
+        class _Handler(BaseHTTPRequestHandler):
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+                pass
+
+            def _serve(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                parts = urlsplit(self.path)
+                request = Request(self.command, parts.path, parse_qs(parts.query), dict(self.headers.items()),
+                                  self.rfile.read(length) if length else b"")
+                reply = server._reply(request)
+                if server.delay:
+                    time.sleep(server.delay)
+                payload, content_type = reply.encoded()
+                try:
+                    self.send_response(reply.status)
+                    self.send_header("Content-Type", content_type)
+                    self.send_header("Content-Length", str(len(payload)))
+                    for name, value in reply.headers.items():
+                        if name.lower() != "content-type":
+                            self.send_header(name, value)
+                    self.end_headers()
+                    self.wfile.write(payload)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up (a timeout test)
+
+            do_GET = do_POST = _serve  # noqa: N815 - http.server's naming
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self._httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
+
+    def _reply(self, request: Request) -> Reply:
+        with self._lock:
+            self.requests.append(request)
+            if self.failures:
+                return self.failures.pop(0)
+        return self.handler(request)
+
+    def fail_next(self, count: int, status: int = 503, body: bytes | str | Any = b"", **headers: str) -> None:
+        """Answer the next ``count`` requests with ``status`` (then the handler again)."""
+        with self._lock:
+            self.failures.extend(Reply(status, body, dict(headers)) for _ in range(count))
+
+    def start(self) -> None:
+        threading.Thread(target=self._httpd.serve_forever, name="fake-http", daemon=True).start()
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
+@contextmanager
+def serve(handler: Handler) -> Iterator[FakeServer]:
+    """Run a :class:`FakeServer` for the duration of a ``with`` block."""
+    server = FakeServer(handler)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
