@@ -8,29 +8,31 @@ from __future__ import annotations
 
 import inspect
 import logging
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
 
+from pamd.backoff import RETRY_BASE_SECONDS, backoff
 from pamd.coordination.base import Coordinator
 from pamd.jobs import Job
 from pamd.metrics import Metrics
 from pamd.model import Alert
 from pamd.monitor import MonitorContext
 from pamd.pipeline import AlertPipeline
-from pamd.providers import ProviderHub
 from pamd.store.base import Store
+
+if TYPE_CHECKING:
+    from pamd.providers import ProviderHub
+
+__all__ = ["RETRY_BASE_SECONDS", "Runner", "TickResult", "backoff", "collect"]
 
 log = logging.getLogger("pamd.runner")
 
-RETRY_BASE_SECONDS = 1.0
-RETRY_MAX_SECONDS = 60.0
 
 
 @dataclass
@@ -227,11 +229,6 @@ class Runner:
             metrics.up.set(0)
             log.error("monitor %s: tick failed after %d attempt(s): %s", job.name, result.attempts,
                       result.error, extra=extra)
-
-
-def backoff(attempt: int, base: float = RETRY_BASE_SECONDS, cap: float = RETRY_MAX_SECONDS) -> float:
-    """Seconds to wait after failed attempt number ``attempt``: exponential with full jitter."""
-    return random.uniform(0, min(cap, base * 2 ** (attempt - 1)))
 
 
 def is_async_monitor(job: Job) -> bool:

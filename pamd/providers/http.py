@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from pamd.runner import backoff
+from pamd.backoff import backoff
 
 if TYPE_CHECKING:
     import httpx
