@@ -1,4 +1,4 @@
-"""Command line: ``pamd run | check | monitors | plugins | trigger | config show | demo seed | db migrate``."""
+"""Command line: ``pamd run | check | monitors | plugins | trigger | explain | config | demo | db``."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import anyio
 
 from pamd import __version__
-from pamd.assemble import Assembly, assemble
+from pamd.assemble import assemble
 from pamd.config import ConfigError, effective_config, find_config_path, load_config, redact
 from pamd.daemon import StartupError
 from pamd.http import ListenError
@@ -75,6 +75,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("monitor", metavar="MONITOR")
     p.add_argument("--user", metavar="ID", help="evaluate only this user")
     p.add_argument("--dry-run", action="store_true", help="print alerts but deliver nothing")
+    p = command("explain", _explain, "Show, for one user, what each monitor computed, its rule outcome, and why an "
+                "alert would or would not be sent (cooldown, quiet hours, opt-out, daily cap). Changes nothing.")
+    p.add_argument("user_id", metavar="USER_ID")
+    p.add_argument("--monitor", action="append", metavar="NAME", help="only this monitor (repeatable)")
+    p.add_argument("--json", action="store_true", help="print JSON")
     command("config show", _config_show, "Print the effective config (defaults and env applied, secrets redacted).")
     command("demo seed", _demo_seed, "Insert the demo users into the configured store (idempotent).")
     command("db migrate", _db_migrate, "Create or update the store's tables (idempotent).")
@@ -131,38 +136,27 @@ def _trigger(args: argparse.Namespace) -> int:
         known = ", ".join(sorted(assembly.jobs)) or "none"
         print(f"pamd: no monitor {args.monitor!r} (known: {known})", file=sys.stderr)
         return 2
-    result = anyio.run(_trigger_once, assembly, args.monitor, args.user, args.dry_run)
-    return 0 if result else 1
+    from pamd.oneshot import trigger
+
+    return 0 if anyio.run(trigger, assembly, args.monitor, args.user, args.dry_run) else 1
 
 
-async def _trigger_once(assembly: Assembly, monitor: str, user: str | None, dry_run: bool) -> bool:
-    import msgspec
+def _explain(args: argparse.Namespace) -> int:
+    from pamd.oneshot import explain, print_explanation
 
-    from pamd.coordination import open_coordinator
-    from pamd.metrics import Metrics
-    from pamd.pipeline import AlertPipeline
-    from pamd.runner import Runner
-    from pamd.store import prepare_store
-
-    config = assembly.config
-    config.state_dir.mkdir(parents=True, exist_ok=True)
-    store = await prepare_store(config.store_url, config.store.seed_demo)
-    coordinator = open_coordinator(config.coordination.url, config.coordination.prefix, str(config.state_dir))
-    metrics = Metrics()
-    pipeline = AlertPipeline({} if dry_run else assembly.sinks, metrics)
-    runner = Runner(assembly.jobs, pipeline, metrics, coordinator, store)
-    try:
-        result = await runner.run_tick(assembly.jobs[monitor], datetime.now(UTC).replace(microsecond=0),
-                                       user_id=user, dry_run=dry_run)
-    finally:
-        await pipeline.aclose()
-        await store.aclose()
-    for alert in result.alerts:
-        print(msgspec.json.encode(alert).decode())
-    verb = "would deliver" if dry_run else "delivered"
-    print(f"{monitor}: {result.outcome}, {len(result.alerts)} alert(s) {verb} in {result.duration_seconds:.3f} s"
-          + (f": {result.error}" if result.error else ""), file=sys.stderr)
-    return result.outcome == "success"
+    assembly = assemble(args.config, sinks=False)
+    monitors = args.monitor or sorted(assembly.jobs)
+    unknown = [m for m in monitors if m not in assembly.jobs]
+    if unknown:
+        known = ", ".join(sorted(assembly.jobs)) or "none"
+        print(f"pamd: no monitor {unknown[0]!r} (known: {known})", file=sys.stderr)
+        return 2
+    reports = anyio.run(explain, assembly, args.user_id, monitors)
+    if args.json:
+        print(json.dumps({"user_id": args.user_id, "monitors": reports}, indent=2, default=str))
+    else:
+        print_explanation(args.user_id, reports)
+    return 0 if all(r["outcome"] == "success" for r in reports) else 1
 
 
 def _config_show(args: argparse.Namespace) -> int:

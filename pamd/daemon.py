@@ -21,6 +21,7 @@ import anyio
 import anyio.abc
 
 from pamd import __version__, http
+from pamd.alerts.release import release_held_forever
 from pamd.assemble import Assembly, assemble
 from pamd.config import ConfigError, redact
 from pamd.coordination import Coordinator, open_coordinator
@@ -28,6 +29,7 @@ from pamd.logs import setup_logging
 from pamd.loopwatch import LoopWatch
 from pamd.metrics import Metrics
 from pamd.pipeline import AlertPipeline
+from pamd.providers import ProviderHub
 from pamd.runner import JobState, Runner
 from pamd.scheduler import Scheduler
 from pamd.store import prepare_store
@@ -94,6 +96,9 @@ class Daemon:
                     await tg.start(http.serve, sock, self)
                 tg.start_soon(self._handle_signals)
                 tg.start_soon(self._ping_watchdog)
+                tg.start_soon(release_held_forever, lambda: self.current.runner.pipeline if self.current else None,
+                              config.alerts.release_interval, self.coordinator.is_leader if self.coordinator
+                              else lambda: False)
                 self.state = "running"
                 listen = config.http.listen if sock else "off"
                 self.notifier.ready(f"running {len(assembly.jobs)} monitors; http {listen}")
@@ -123,7 +128,7 @@ class Daemon:
 
     async def _close_backends(self) -> None:
         for gen in self._generations:
-            await gen.runner.pipeline.aclose()
+            await gen.runner.aclose()
         for closer in (self.coordinator, self.store):
             if closer is not None:
                 with anyio.CancelScope(shield=True):
@@ -134,9 +139,10 @@ class Daemon:
         self.metrics.declare_sinks(assembly.sinks)
         for plugin in assembly.plugins.plugins:
             self.metrics.plugin_up.labels(plugin.name, plugin.source).set(1 if plugin.status == "loaded" else 0)
-        pipeline = AlertPipeline(assembly.sinks, self.metrics)
+        pipeline = AlertPipeline(assembly.sinks, self.metrics, book=self.store, settings=assembly.config.alerts)
+        providers = ProviderHub(assembly.config.providers, self.metrics)
         runner = Runner(assembly.jobs, pipeline, self.metrics, self.coordinator, self.store,
-                        assembly.config.daemon.max_concurrent_ticks)
+                        assembly.config.daemon.max_concurrent_ticks, providers=providers)
         if self.current is not None:  # share state so overlap protection and history survive a reload
             for name in assembly.jobs.keys() & self.current.runner.states.keys():
                 state = self.current.runner.states[name]
@@ -161,7 +167,7 @@ class Daemon:
             gen.scope.cancel()
         await gen.runner.wait_idle()
         gen.runner.cancel_all()
-        await gen.runner.pipeline.aclose()
+        await gen.runner.aclose()
         self._generations.remove(gen)
 
     async def _drain(self, grace: float) -> None:

@@ -36,6 +36,7 @@ class MonitorSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     jitter: float = 0.0
     overlap: Literal["skip", "queue"] = "skip"
     concurrency: int | None = None
+    cooldown: float | None = None  # seconds; the plugin's Monitor.cooldown when unset
 
 
 _SETTING_KEYS = frozenset(MonitorSettings.__struct_fields__)
@@ -58,6 +59,7 @@ class Job:
     overlap: Literal["skip", "queue"]
     concurrency: int
     config: Any
+    cooldown: timedelta = timedelta(0)
 
 
 def resolve_jobs(config: Config, plugins: PluginSet, now: datetime | None = None) -> dict[str, Job]:
@@ -130,7 +132,7 @@ def build_job(
         schedule = CronSchedule(settings.schedule or monitor.schedule, settings.timezone or monitor.timezone)
     except ScheduleError as exc:
         raise SettingError("timezone" if "timezone" in str(exc) else "schedule", str(exc)) from exc
-    for field_name in ("timeout", "misfire_grace", "jitter", "retries"):
+    for field_name in ("timeout", "misfire_grace", "jitter", "retries", "cooldown"):
         value = getattr(settings, field_name)
         if value is not None and value < 0:
             raise SettingError(field_name, "must not be negative")
@@ -151,6 +153,7 @@ def build_job(
         overlap=settings.overlap,
         concurrency=max(1, settings.concurrency or monitor.concurrency),
         config=plugin_config,
+        cooldown=timedelta(seconds=monitor.cooldown if settings.cooldown is None else settings.cooldown),
     )
 
 

@@ -16,7 +16,7 @@ from pamd import __version__
 from pamd.model import Priority
 
 RUN_OUTCOMES = ("success", "error", "timeout", "skipped", "missed")
-ALERT_OUTCOMES = ("delivered", "failed", "dry_run")
+ALERT_OUTCOMES = ("delivered", "failed", "held", "released", "expired", "cooldown", "opted_out", "capped", "dry_run")
 DELIVERY_OUTCOMES = ("success", "error")
 PROVIDER_OUTCOMES = ("success", "timeout", "unreachable", "http_error", "malformed")
 LATENESS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
@@ -59,8 +59,13 @@ class Metrics:
                                   "Unix time of the last successful tick", ["monitor"], registry=r)
         self.up = Gauge("pamd_monitor_up", "1 if the monitor is enabled and its last tick succeeded",
                         ["monitor"], registry=r)
-        self.alerts = Counter("pamd_alerts_total", "Alerts produced by monitors, by what became of them",
+        self.alerts = Counter("pamd_alerts_total", "Alerts produced by monitors, by what became of them "
+                              "(delivered, failed, held for quiet hours, released after them, expired while held, "
+                              "suppressed by cooldown, opted_out or capped, dry_run)",
                               ["monitor", "priority", "outcome"], registry=r)
+        self.alerts_resolved = Counter("pamd_alerts_resolved_total",
+                                       "Alerted conditions a complete tick no longer reported (state cleared)",
+                                       ["monitor"], registry=r)
         self.deliveries = Counter("pamd_deliveries_total", "Alert deliveries attempted per sink",
                                   ["sink", "outcome"], registry=r)
         self.loop_lag = Histogram("pamd_event_loop_lag_seconds", "How late the event loop woke a timer",
@@ -90,6 +95,7 @@ class Metrics:
             for alert_outcome in ALERT_OUTCOMES:
                 self.alerts.labels(name, priority.value, alert_outcome)
         self.loop_stalls.labels(name)
+        self.alerts_resolved.labels(name)
         return MonitorMetrics(
             runs={outcome: self.runs.labels(name, outcome) for outcome in RUN_OUTCOMES},
             retries=self.retries.labels(name),

@@ -1,47 +1,161 @@
-"""The alert pipeline: stamp each candidate and hand it to every sink.
+"""The alert pipeline: stamp each candidate, decide its fate, remember it, and hand it to every sink.
 
-Dedupe, preferences, quiet hours and the durable outbox extend this in later stages; monitors never deliver and
-sinks never decide.
+Monitors never deliver and sinks never decide. For each tick the pipeline, per alert: stamps id, fingerprint and
+epoch; applies the user's preferences, dedupe with the monitor's cooldown (a higher priority passes at once), the
+daily cap and quiet hours (:mod:`pamd.alerts.decide`); stores what it accepts before delivering anything; and after
+a complete tick forgets the conditions the monitor no longer reports, so their next occurrence alerts again.
+Without an alert book (no store) it only stamps and delivers.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
-from datetime import UTC, datetime
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, time, timedelta
 
+from pamd.alerts.book import AlertBook, AlertContext
+from pamd.alerts.decide import Decision, decide
+from pamd.alerts.prefs import effective
+from pamd.config import AlertsSection
 from pamd.metrics import Metrics
 from pamd.model import Alert, new_alert_id
 from pamd.sinks.base import Sink
 
 log = logging.getLogger("pamd.pipeline")
 
+BATCH = 1000  # alerts decided and recorded per store round trip
+
 
 class AlertPipeline:
-    def __init__(self, sinks: dict[str, Sink], metrics: Metrics) -> None:
+    """See the module docstring. ``book`` is usually the store (if it implements :class:`AlertBook`)."""
+
+    def __init__(
+        self,
+        sinks: dict[str, Sink],
+        metrics: Metrics,
+        book: object | None = None,
+        settings: AlertsSection | None = None,
+    ) -> None:
         self.sinks = sinks
         self.metrics = metrics
+        self.book = book if isinstance(book, AlertBook) else None
+        self.settings = settings or AlertsSection()
+        start, end = time.fromisoformat(self.settings.quiet_start or "00:00"), None
+        if self.settings.quiet_start and self.settings.quiet_end:
+            end = time.fromisoformat(self.settings.quiet_end)
+        self._default_quiet = (start, end) if end is not None else None
 
-    async def submit(self, monitor: str, alerts: Iterable[Alert], *, epoch: int, dry_run: bool = False) -> list[Alert]:
-        """Stamp ``alerts`` and deliver them (unless ``dry_run``); returns the stamped alerts."""
-        accepted = []
+    async def submit(
+        self,
+        monitor: str,
+        alerts: Iterable[Alert],
+        *,
+        epoch: int,
+        now: datetime | None = None,
+        cooldown: timedelta = timedelta(0),
+        dry_run: bool = False,
+        complete: bool = False,
+        user_id: str | None = None,
+        scheduled_at: datetime | None = None,
+    ) -> list[Decision]:
+        """Process one tick's alerts. ``complete``: the tick evaluated every user (or ``user_id``) without
+        degradation, so fingerprints it did not produce are resolved. ``dry_run`` decides but writes and
+        delivers nothing."""
+        now = now or datetime.now(UTC)
+        stamped = _strongest_per_fingerprint(self._stamp(a, monitor, epoch, now) for a in alerts)
+        decisions: list[Decision] = []
+        batches = [stamped[i : i + BATCH] for i in range(0, len(stamped), BATCH)] or [[]]
+        for index, batch in enumerate(batches):
+            decided = await self.decide(monitor, batch, now, cooldown)
+            if self.book is not None and not dry_run:
+                last = index == len(batches) - 1
+                resolved = await self.book.record_decisions(
+                    monitor, decided, now, scheduled_at=scheduled_at, sweep=complete and last, sweep_user=user_id)
+                if resolved:
+                    self.metrics.alerts_resolved.labels(monitor).inc(len(resolved))
+                    log.info("monitor %s: %d condition(s) resolved", monitor, len(resolved),
+                             extra={"monitor": monitor})
+            decisions += decided
+        for d in decisions:
+            outcome = "dry_run" if dry_run else d.outcome
+            if outcome != "delivered":
+                self.metrics.alerts.labels(monitor, d.alert.priority.value, outcome).inc()
+        if not dry_run:
+            await self._deliver_all([d.alert for d in decisions if d.outcome == "delivered"], monitor, "delivered")
+        return decisions
+
+    async def decide(
+        self, monitor: str, alerts: Sequence[Alert], now: datetime, cooldown: timedelta
+    ) -> list[Decision]:
+        """Decide stamped ``alerts`` of ``monitor`` without writing anything (also used by ``pamd explain``)."""
+        if self.book is None:
+            return [Decision(alert=a, outcome="delivered", reason="no store: dedupe and preferences off")
+                    for a in alerts]
+        if not alerts:
+            return []
+        ctx = await self.book.alert_context(monitor, alerts, now)
+        return self._decide_with(ctx, monitor, alerts, now, cooldown)
+
+    def _decide_with(
+        self, ctx: AlertContext, monitor: str, alerts: Sequence[Alert], now: datetime, cooldown: timedelta
+    ) -> list[Decision]:
+        counts = dict(ctx.sent_today)
+        counts_monitor = dict(ctx.sent_today_by_monitor)
+        decisions = []
         for alert in alerts:
-            self._stamp(alert, monitor, epoch)
-            accepted.append(alert)
-            if dry_run:
-                self.metrics.alerts.labels(monitor, alert.priority.value, "dry_run").inc()
-                continue
+            user = alert.user_id
+            prefs = effective(ctx.preferences.get(user, []), monitor, ctx.timezones.get(user, "UTC"),
+                              default_max_per_day=self.settings.max_per_day, default_quiet=self._default_quiet)
+            sent = counts.get(user, 0) if prefs.cap_scope == "*" else counts_monitor.get(user, 0)
+            decision = decide(alert, prefs, ctx.states.get(alert.fingerprint), sent, now, cooldown)
+            if decision.accepted and alert.priority.value != "urgent":
+                counts[user] = counts.get(user, 0) + 1
+                counts_monitor[user] = counts_monitor.get(user, 0) + 1
+            decisions.append(decision)
+        return decisions
+
+    async def release_held(self, now: datetime | None = None) -> int:
+        """Deliver held alerts whose quiet hours have ended (expired ones are dropped); returns how many."""
+        if self.book is None:
+            return 0
+        now = now or datetime.now(UTC)
+        released = 0
+        while due := await self.book.due_held_alerts(now):
+            expired = [a for a in due if a.expires_at is not None and a.expires_at <= now]
+            if expired:
+                await self.book.mark_alerts([a.id for a in expired], "expired", now)
+                for alert in expired:
+                    self.metrics.alerts.labels(alert.monitor, alert.priority.value, "expired").inc()
+            ready = [a for a in due if a not in expired]
+            await self._deliver_all(ready, None, "released", now)
+            released += len(ready)
+        return released
+
+    async def _deliver_all(
+        self, alerts: Sequence[Alert], monitor: str | None, outcome: str, now: datetime | None = None
+    ) -> None:
+        delivered: list[str] = []
+        failed: list[str] = []
+        for alert in alerts:
             ok = await self._deliver(alert)
-            self.metrics.alerts.labels(monitor, alert.priority.value, "delivered" if ok else "failed").inc()
-        return accepted
+            (delivered if ok else failed).append(alert.id)
+            self.metrics.alerts.labels(monitor or alert.monitor, alert.priority.value,
+                                       outcome if ok else "failed").inc()
+        if self.book is not None:
+            stamp = now or datetime.now(UTC)
+            if delivered:
+                await self.book.mark_alerts(delivered, "delivered", stamp)
+            if failed:
+                await self.book.mark_alerts(failed, "failed", stamp)
 
     @staticmethod
-    def _stamp(alert: Alert, monitor: str, epoch: int) -> None:
+    def _stamp(alert: Alert, monitor: str, epoch: int, now: datetime) -> Alert:
         alert.monitor = monitor
         alert.epoch = epoch
-        alert.id = alert.id or new_alert_id()
-        alert.created_at = alert.created_at or datetime.now(UTC)
+        alert.id = alert.id or new_alert_id(int(now.timestamp() * 1000))
+        alert.created_at = alert.created_at or now
         alert.fingerprint = alert.fingerprint or alert.default_fingerprint()
+        return alert
 
     async def _deliver(self, alert: Alert) -> bool:
         ok = True
@@ -63,3 +177,13 @@ class AlertPipeline:
                 await sink.aclose()
             except Exception as exc:
                 log.warning("sink close failed: %s", exc)
+
+
+def _strongest_per_fingerprint(alerts: Iterable[Alert]) -> list[Alert]:
+    """One alert per fingerprint (the highest priority), ordered by user then priority (urgent first)."""
+    best: dict[str, Alert] = {}
+    for alert in alerts:
+        kept = best.get(alert.fingerprint)
+        if kept is None or alert.priority > kept.priority:
+            best[alert.fingerprint] = alert
+    return sorted(best.values(), key=lambda a: (a.user_id, -a.priority.rank, a.fingerprint))

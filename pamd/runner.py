@@ -17,12 +17,13 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.abc
 
+from pamd.alerts.decide import Decision
 from pamd.backoff import RETRY_BASE_SECONDS, backoff
 from pamd.coordination.base import Coordinator
 from pamd.jobs import Job
 from pamd.metrics import Metrics
 from pamd.model import Alert
-from pamd.monitor import MonitorContext
+from pamd.monitor import Explanation, MonitorContext
 from pamd.pipeline import AlertPipeline
 from pamd.store.base import Store
 
@@ -49,6 +50,7 @@ class JobState:
     last_error: str | None = None
     last_duration_seconds: float | None = None
     last_alerts: int = 0
+    last_degradations: list[str] = field(default_factory=list)
     stalls: int = 0
     disabled_reason: str | None = None
 
@@ -59,6 +61,9 @@ class TickResult:
     scheduled_at: datetime
     outcome: str
     alerts: list[Alert] = field(default_factory=list)
+    decisions: list[Decision] = field(default_factory=list)
+    explanation: list[Explanation] | None = None
+    degradations: list[str] = field(default_factory=list)
     error: str | None = None
     attempts: int = 0
     duration_seconds: float = 0.0
@@ -153,6 +158,12 @@ class Runner:
     def running_count(self) -> int:
         return self._running
 
+    async def aclose(self) -> None:
+        """Close what this runner owns: the pipeline's sinks and the provider connections."""
+        await self.pipeline.aclose()
+        if self.providers is not None:
+            await self.providers.aclose()
+
     def cancel_all(self) -> None:
         if self._tg is not None:
             self._tg.cancel_scope.cancel()
@@ -164,15 +175,19 @@ class Runner:
         *,
         user_id: str | None = None,
         dry_run: bool = False,
+        explain: bool = False,
     ) -> TickResult:
-        """Run one tick now (with timeout and retries) and hand its alerts to the pipeline."""
+        """Run one tick now (with timeout and retries) and hand its alerts to the pipeline.
+
+        ``explain`` records the monitor's reasoning (:meth:`MonitorContext.explain`) in ``result.explanation``.
+        """
         state = self.states[job.name]
-        result = TickResult(job.name, scheduled_at, "success")
+        result = TickResult(job.name, scheduled_at, "success", explanation=[] if explain else None)
         started = time.monotonic()
         state.last_scheduled_at, state.last_started_at = scheduled_at, self.clock()
         async with self._limiter:
             try:
-                result.alerts = await self._attempts(job, scheduled_at, user_id, dry_run, result)
+                await self._attempts(job, scheduled_at, user_id, dry_run, result)
             except TimeoutError:
                 result.outcome, result.error = "timeout", f"timed out after {job.timeout:g} s"
             except Exception as exc:
@@ -183,7 +198,7 @@ class Runner:
 
     async def _attempts(
         self, job: Job, scheduled_at: datetime, user_id: str | None, dry_run: bool, result: TickResult
-    ) -> list[Alert]:
+    ) -> None:
         # A plain loop rather than a retry library: this is the per-tick hot path, and tenacity's per-call
         # set-up (coroutine checks, state objects) cost more than the rest of an idle tick together.
         while True:
@@ -193,6 +208,7 @@ class Runner:
                 epoch=self.coordinator.epoch, user_id=user_id, dry_run=dry_run, concurrency=job.concurrency,
                 logger=self._loggers[job.name], clock=self.clock,
                 providers=self.providers.for_tick() if self.providers is not None else None,
+                explanation=[] if result.explanation is not None else None,
             )
             try:
                 with anyio.fail_after(job.timeout):
@@ -207,7 +223,12 @@ class Runner:
                 log.warning("monitor %s: attempt %d failed (%s); retrying in %.1f s", job.name, result.attempts,
                             _describe(exc), delay, extra={"monitor": job.name})
                 await anyio.sleep(delay)
-        return await self.pipeline.submit(job.name, alerts, epoch=self.coordinator.epoch, dry_run=dry_run)
+        result.explanation = ctx.explanation
+        result.degradations = ctx.degradations
+        result.decisions = await self.pipeline.submit(
+            job.name, alerts, epoch=self.coordinator.epoch, now=self.clock(), cooldown=job.cooldown, dry_run=dry_run,
+            complete=not ctx.degradations, user_id=user_id, scheduled_at=scheduled_at)
+        result.alerts = [d.alert for d in result.decisions]
 
     def _record(self, job: Job, state: JobState, result: TickResult) -> None:
         now = self.clock()
@@ -215,7 +236,8 @@ class Runner:
         state.last_outcome = result.outcome
         state.last_error = result.error
         state.last_duration_seconds = round(result.duration_seconds, 6)
-        state.last_alerts = len(result.alerts)
+        state.last_alerts = sum(1 for d in result.decisions if d.accepted)
+        state.last_degradations = result.degradations
         metrics = self._metrics[job.name]
         metrics.runs[result.outcome].inc()
         metrics.duration.observe(result.duration_seconds)

@@ -14,6 +14,7 @@ from importlib import resources
 from typing import Any, Literal
 
 from pamd.store.records import format_ts, to_sql_value
+from pamd.store.sqlite_alerts import SQLiteAlertQueries
 from pamd.store.sqlite_base import INACTIVE_STATUSES, SQLiteBase, sqlite_path
 from pamd.store.sqlite_budget import SQLiteBudgetQueries
 from pamd.store.sqlite_context import SQLiteContextQueries
@@ -27,7 +28,7 @@ log = logging.getLogger("pamd.store.sqlite")
 
 OnConflict = Literal["error", "ignore", "update"]
 
-_MIGRATIONS: tuple[tuple[int, str], ...] = ((1, "schema_sqlite.sql"),)
+_MIGRATIONS: tuple[tuple[int, str], ...] = ((1, "schema_sqlite.sql"), (2, "schema_sqlite_002.sql"))
 """(version, SQL resource in pamd.store), applied in order; each version at most once."""
 
 PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
@@ -42,6 +43,7 @@ PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
     "user_locations": ("user_id", "recorded_at"),
     "notification_preferences": ("user_id", "monitor"),
     "pam_alerts": ("id",),
+    "pam_alert_state": ("fingerprint",),
     "notifications": ("id",),
 }
 """The tables :meth:`SQLiteStore.add_rows` may write, with their primary keys (the upsert conflict target)."""
@@ -53,6 +55,7 @@ class SQLiteStore(
     SQLiteWeatherQueries,
     SQLiteMaintenanceQueries,
     SQLiteContextQueries,
+    SQLiteAlertQueries,
     SQLiteBase,
 ):
     """The embedded default :class:`pamd.store.base.Store`, with the queries of every built-in monitor."""

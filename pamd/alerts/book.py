@@ -1,0 +1,65 @@
+"""The interface between the alert pipeline and where its memory lives (the Store; Redis later).
+
+An "alert book" remembers, per fingerprint, the last alert sent for a condition (dedupe and cooldown survive
+restarts), keeps every accepted alert with its state (``pam_alerts``), and answers what the pipeline needs to decide:
+users' timezones and preferences and how many alerts each already got today.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Protocol, runtime_checkable
+
+import msgspec
+
+from pamd.alerts.decide import AlertState, Decision
+from pamd.alerts.prefs import PreferenceRow
+from pamd.model import Alert
+
+
+class AlertContext(msgspec.Struct, kw_only=True):
+    """What the pipeline needs to decide a batch of one monitor's alerts.
+
+    ``sent_today[user]`` and ``sent_today_by_monitor[user]`` count the user's accepted non-urgent alerts since
+    their local midnight: of every monitor, and of this monitor.
+    """
+
+    timezones: dict[str, str] = msgspec.field(default_factory=dict)
+    preferences: dict[str, list[PreferenceRow]] = msgspec.field(default_factory=dict)
+    states: dict[str, AlertState] = msgspec.field(default_factory=dict)
+    sent_today: dict[str, int] = msgspec.field(default_factory=dict)
+    sent_today_by_monitor: dict[str, int] = msgspec.field(default_factory=dict)
+
+
+@runtime_checkable
+class AlertBook(Protocol):
+    """Storage for the alert pipeline. :class:`pamd.store.sqlite.SQLiteStore` implements it."""
+
+    async def alert_context(self, monitor: str, alerts: Sequence[Alert], now: datetime) -> AlertContext:
+        """Load timezones, preferences, dedupe states and today's counts for ``alerts``' users and fingerprints."""
+        ...
+
+    async def record_decisions(
+        self,
+        monitor: str,
+        decisions: Sequence[Decision],
+        now: datetime,
+        *,
+        scheduled_at: datetime | None = None,
+        sweep_user: str | None = None,
+        sweep: bool = False,
+    ) -> list[str]:
+        """In one transaction: store accepted alerts (``pending`` or ``held``), remember their fingerprints,
+        mark every decided fingerprint as seen at ``now``, and, if ``sweep``, forget this monitor's fingerprints
+        (of ``sweep_user`` only, if given) that were not seen at ``now``: those conditions are resolved, and
+        alerts still held for them are dropped. Returns the resolved fingerprints."""
+        ...
+
+    async def mark_alerts(self, alert_ids: Sequence[str], state: str, now: datetime) -> None:
+        """Set the state of stored alerts (``delivered``, ``failed``, ``expired``)."""
+        ...
+
+    async def due_held_alerts(self, now: datetime, limit: int = 500) -> list[Alert]:
+        """Held alerts whose quiet hours ended by ``now`` (expired ones included: the caller drops them)."""
+        ...

@@ -1,0 +1,193 @@
+"""SQLite side of the alert pipeline (:class:`pamd.alerts.book.AlertBook`): dedupe state, held alerts, counts."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from itertools import islice
+from typing import Any, TypeVar
+
+import msgspec
+
+from pamd.alerts.book import AlertContext
+from pamd.alerts.decide import AlertState, Decision
+from pamd.alerts.prefs import PreferenceRow, local_midnight, parse_hhmm, zone
+from pamd.model import Alert, Priority
+from pamd.store.records import format_ts, parse_ts
+from pamd.store.sqlite_base import SQLiteBase
+
+T = TypeVar("T")
+CHUNK = 500  # host parameters per IN (...) list
+COUNTED_STATES = ("pending", "held", "delivered", "failed")
+
+_INSERT_ALERT = """
+INSERT OR IGNORE INTO pam_alerts (id, user_id, monitor, kind, priority, title, body, facts, actions, fingerprint,
+    epoch, state, scheduled_at, created_at, expires_at, deliver_after)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+_UPSERT_STATE = """
+INSERT INTO pam_alert_state (fingerprint, user_id, monitor, kind, priority, last_alert_id, last_sent_at,
+    last_seen_at, epoch)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (fingerprint) DO UPDATE SET priority = excluded.priority, last_alert_id = excluded.last_alert_id,
+    last_sent_at = excluded.last_sent_at, last_seen_at = excluded.last_seen_at, epoch = excluded.epoch
+"""
+_ALERT_COLUMNS = "id, user_id, monitor, kind, priority, title, body, facts, actions, fingerprint, epoch, " \
+                 "created_at, expires_at"
+
+
+def _chunks(items: Sequence[T], size: int = CHUNK) -> Iterator[list[T]]:
+    iterator = iter(items)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
+
+
+def _marks(count: int) -> str:
+    return ", ".join("?" * count)
+
+
+class SQLiteAlertQueries(SQLiteBase):
+    """The alert book on SQLite: tables ``pam_alert_state`` and ``pam_alerts``."""
+
+    async def alert_context(self, monitor: str, alerts: Sequence[Alert], now: datetime) -> AlertContext:
+        """See :meth:`pamd.alerts.book.AlertBook.alert_context`."""
+        users = sorted({a.user_id for a in alerts})
+        fingerprints = sorted({a.fingerprint for a in alerts})
+        return await self._call(self._alert_context, monitor, users, fingerprints, now)
+
+    def _alert_context(
+        self, conn: sqlite3.Connection, monitor: str, users: list[str], fingerprints: list[str], now: datetime
+    ) -> AlertContext:
+        ctx = AlertContext()
+        for chunk in _chunks(users):
+            marks = _marks(len(chunk))
+            for row in conn.execute(f"SELECT id, timezone FROM profiles WHERE id IN ({marks})", chunk):
+                ctx.timezones[row["id"]] = row["timezone"] or "UTC"
+            sql = ("SELECT user_id, monitor, enabled, quiet_start, quiet_end, max_per_day FROM "
+                   f"notification_preferences WHERE user_id IN ({marks}) AND monitor IN ('*', ?)")
+            for row in conn.execute(sql, [*chunk, monitor]):
+                pref = self._preference(row)
+                if pref is not None:
+                    ctx.preferences.setdefault(pref.user_id, []).append(pref)
+            # Today's counts: per user since their own local midnight, so group users by that instant.
+            by_midnight: dict[str, list[str]] = {}
+            for user in chunk:
+                midnight = format_ts(local_midnight(now, zone(ctx.timezones.get(user, "UTC"))))
+                by_midnight.setdefault(midnight, []).append(user)
+            for midnight, group in by_midnight.items():
+                sql = (f"SELECT user_id, monitor, COUNT(*) AS n FROM pam_alerts WHERE user_id IN ({_marks(len(group))})"
+                       f" AND created_at >= ? AND priority != 'urgent' AND state IN ({_marks(len(COUNTED_STATES))})"
+                       " GROUP BY user_id, monitor")
+                for row in conn.execute(sql, [*group, midnight, *COUNTED_STATES]):
+                    ctx.sent_today[row["user_id"]] = ctx.sent_today.get(row["user_id"], 0) + row["n"]
+                    if row["monitor"] == monitor:
+                        ctx.sent_today_by_monitor[row["user_id"]] = row["n"]
+        for chunk in _chunks(fingerprints):
+            sql = ("SELECT fingerprint, user_id, monitor, kind, priority, last_alert_id, last_sent_at, epoch "
+                   f"FROM pam_alert_state WHERE fingerprint IN ({_marks(len(chunk))})")
+            for row in conn.execute(sql, chunk):
+                sent = parse_ts(row["last_sent_at"])
+                if sent is not None:
+                    ctx.states[row["fingerprint"]] = AlertState(
+                        fingerprint=row["fingerprint"], user_id=row["user_id"], monitor=row["monitor"],
+                        kind=row["kind"], priority=Priority(row["priority"]), last_alert_id=row["last_alert_id"],
+                        last_sent_at=sent, epoch=row["epoch"])
+        return ctx
+
+    def _preference(self, row: sqlite3.Row) -> PreferenceRow | None:
+        cap = row["max_per_day"]
+        if cap is not None and (not isinstance(cap, int) or cap < 0):
+            self._skip("notification_preferences", f"{row['user_id']}/{row['monitor']}", f"bad max_per_day {cap!r}")
+            cap = None
+        start, end = parse_hhmm(row["quiet_start"]), parse_hhmm(row["quiet_end"])
+        if (row["quiet_start"] or row["quiet_end"]) and (start is None or end is None):
+            self._skip("notification_preferences", f"{row['user_id']}/{row['monitor']}",
+                       f"bad quiet hours {row['quiet_start']!r}-{row['quiet_end']!r} (expected HH:MM)")
+        return PreferenceRow(user_id=row["user_id"], monitor=row["monitor"],
+                             enabled=None if row["enabled"] is None else bool(row["enabled"]),
+                             quiet_start=start, quiet_end=end, max_per_day=cap)
+
+    async def record_decisions(
+        self,
+        monitor: str,
+        decisions: Sequence[Decision],
+        now: datetime,
+        *,
+        scheduled_at: datetime | None = None,
+        sweep_user: str | None = None,
+        sweep: bool = False,
+    ) -> list[str]:
+        """See :meth:`pamd.alerts.book.AlertBook.record_decisions`."""
+        return await self._call(self._record, monitor, decisions, now, scheduled_at, sweep_user, sweep)
+
+    def _record(
+        self, conn: sqlite3.Connection, monitor: str, decisions: Sequence[Decision], now: datetime,
+        scheduled_at: datetime | None, sweep_user: str | None, sweep: bool,
+    ) -> list[str]:
+        stamp = format_ts(now)
+        tick = format_ts(scheduled_at) if scheduled_at else None
+        alerts: list[tuple[Any, ...]] = []
+        states: list[tuple[Any, ...]] = []
+        for d in decisions:
+            a = d.alert
+            if not d.accepted:
+                continue
+            created = format_ts(a.created_at or now)
+            alerts.append((a.id, a.user_id, a.monitor, a.kind, a.priority.value, a.title, a.body,
+                           msgspec.json.encode(a.facts).decode(), msgspec.json.encode(a.actions).decode(),
+                           a.fingerprint, a.epoch, "held" if d.outcome == "held" else "pending", tick, created,
+                           format_ts(a.expires_at) if a.expires_at else None,
+                           format_ts(d.release_at) if d.release_at else None))
+            states.append((a.fingerprint, a.user_id, a.monitor, a.kind, a.priority.value, a.id, stamp, stamp,
+                           a.epoch))
+        seen = sorted({d.alert.fingerprint for d in decisions})
+        with self._transaction(conn):
+            conn.executemany(_INSERT_ALERT, alerts)
+            conn.executemany(_UPSERT_STATE, states)
+            conn.executemany("UPDATE pam_alert_state SET last_seen_at = ? WHERE fingerprint = ?",
+                             [(stamp, fp) for fp in seen])
+            if not sweep:
+                return []
+            where, params = "monitor = ? AND last_seen_at < ?", [monitor, stamp]
+            if sweep_user is not None:
+                where, params = where + " AND user_id = ?", [*params, sweep_user]
+            resolved = [r[0] for r in conn.execute(f"DELETE FROM pam_alert_state WHERE {where} RETURNING fingerprint",
+                                                   params)]
+            for chunk in _chunks(resolved):
+                conn.execute(f"UPDATE pam_alerts SET state = 'resolved', resolved_at = ? WHERE state = 'held' AND "
+                             f"fingerprint IN ({_marks(len(chunk))})", [stamp, *chunk])
+        return resolved
+
+    async def mark_alerts(self, alert_ids: Sequence[str], state: str, now: datetime) -> None:
+        """See :meth:`pamd.alerts.book.AlertBook.mark_alerts`."""
+        column = ", delivered_at = ?" if state == "delivered" else ""
+
+        def write(conn: sqlite3.Connection) -> None:
+            with self._transaction(conn):
+                for chunk in _chunks(list(alert_ids)):
+                    params = [state, format_ts(now)] if column else [state]
+                    conn.execute(f"UPDATE pam_alerts SET state = ?{column} WHERE id IN ({_marks(len(chunk))})",
+                                 [*params, *chunk])
+
+        await self._call(write)
+
+    async def due_held_alerts(self, now: datetime, limit: int = 500) -> list[Alert]:
+        """See :meth:`pamd.alerts.book.AlertBook.due_held_alerts`."""
+
+        def read(conn: sqlite3.Connection) -> list[Alert]:
+            sql = (f"SELECT {_ALERT_COLUMNS} FROM pam_alerts WHERE state = 'held' AND deliver_after <= ? "
+                   "ORDER BY deliver_after, id LIMIT ?")
+            return [self._alert(row) for row in conn.execute(sql, [format_ts(now), limit])]
+
+        return await self._call(read)
+
+    @staticmethod
+    def _alert(row: sqlite3.Row) -> Alert:
+        return Alert(
+            id=row["id"], user_id=row["user_id"], monitor=row["monitor"], kind=row["kind"],
+            priority=Priority(row["priority"]), title=row["title"], body=row["body"],
+            facts=msgspec.json.decode(row["facts"]), actions=msgspec.json.decode(row["actions"]),
+            fingerprint=row["fingerprint"], epoch=row["epoch"], created_at=parse_ts(row["created_at"]),
+            expires_at=parse_ts(row["expires_at"]),
+        )
