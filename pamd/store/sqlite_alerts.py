@@ -139,7 +139,9 @@ class SQLiteAlertQueries(SQLiteBase):
                            a.fingerprint, a.epoch, "held" if d.outcome == "held" else "pending", tick, created,
                            format_ts(a.expires_at) if a.expires_at else None,
                            format_ts(d.release_at) if d.release_at else None))
-            states.append((a.fingerprint, a.user_id, a.monitor, a.kind, a.priority.value, a.id, stamp, stamp,
+            # A held alert reaches the user when quiet hours end: its cooldown runs from then.
+            sent = format_ts(d.release_at) if d.release_at else stamp
+            states.append((a.fingerprint, a.user_id, a.monitor, a.kind, a.priority.value, a.id, sent, stamp,
                            a.epoch))
         seen = sorted({d.alert.fingerprint for d in decisions})
         with self._transaction(conn):

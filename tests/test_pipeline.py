@@ -1,0 +1,198 @@
+"""The alert pipeline over a real SQLite store: dedupe, cooldown, escalation, resolution, quiet hours, caps."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pamd.config import AlertsSection
+from pamd.metrics import Metrics
+from pamd.model import Alert, Priority
+from pamd.pipeline import AlertPipeline
+from pamd.sinks.base import Sink
+from pamd.store.sqlite import SQLiteStore
+
+P = Priority
+T0 = datetime(2026, 1, 15, 0, 0, tzinfo=UTC)  # 13:00 in Auckland (NZDT, UTC+13), 14:00 in Honolulu the day before
+COOLDOWN = timedelta(hours=6)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+class Recorder(Sink):
+    """A sink that remembers what it got; ``fail`` makes it raise."""
+
+    name = "recorder"
+
+    def __init__(self) -> None:
+        self.got: list[Alert] = []
+        self.fail = False
+
+    async def deliver(self, alert: Alert) -> None:
+        if self.fail:
+            raise ConnectionError("receiver down")
+        self.got.append(alert)
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+    s = SQLiteStore(f"sqlite:///{tmp_path}/p.db")
+    await s.migrate()
+    await s.add_rows("profiles", [{"id": "ann", "timezone": "Pacific/Auckland"},
+                                  {"id": "bob", "timezone": "Pacific/Honolulu"}])
+    yield s
+    await s.aclose()
+
+
+def pipeline(store: SQLiteStore, sink: Recorder, **settings: Any) -> AlertPipeline:
+    return AlertPipeline({"recorder": sink}, Metrics(), book=store, settings=AlertsSection(**settings))
+
+
+def candidate(user: str = "ann", priority: Priority = P.MEDIUM, kind: str = "fuel_low", subject: str = "v1",
+              expires: datetime | None = None) -> Alert:
+    return Alert(user_id=user, kind=kind, priority=priority, title=f"{kind} {priority}", body="b", subject=subject,
+                 expires_at=expires)
+
+
+async def tick(p: AlertPipeline, now: datetime, *alerts: Alert, complete: bool = True,
+               user: str | None = None) -> list[str]:
+    decisions = await p.submit("fuel", list(alerts), epoch=1, now=now, cooldown=COOLDOWN, complete=complete,
+                               user_id=user)
+    return [d.outcome for d in decisions]
+
+
+def rows(store: SQLiteStore, sql: str) -> list[tuple[Any, ...]]:
+    with sqlite3.connect(store.path) as conn:
+        return conn.execute(sql).fetchall()
+
+
+@pytest.mark.anyio
+async def test_dedupe_cooldown_escalation_and_restart(store: SQLiteStore) -> None:
+    sink = Recorder()
+    p = pipeline(store, sink)
+    assert await tick(p, T0, candidate()) == ["delivered"]
+    assert await tick(p, T0 + timedelta(minutes=5), candidate()) == ["cooldown"]
+    assert await tick(p, T0 + timedelta(minutes=10), candidate(priority=P.HIGH)) == ["delivered"]  # escalation
+    assert await tick(p, T0 + timedelta(minutes=15), candidate(priority=P.MEDIUM)) == ["cooldown"]  # de-escalation
+    # a restarted daemon (new pipeline, store reopened) remembers
+    reopened = SQLiteStore(store.url)
+    p2 = pipeline(reopened, sink)
+    assert await tick(p2, T0 + timedelta(hours=1), candidate(priority=P.HIGH)) == ["cooldown"]
+    assert await tick(p2, T0 + timedelta(minutes=10) + COOLDOWN, candidate(priority=P.HIGH)) == ["delivered"]
+    await reopened.aclose()
+    assert [a.priority for a in sink.got] == [P.MEDIUM, P.HIGH, P.HIGH]
+    assert rows(store, "SELECT state, COUNT(*) FROM pam_alerts GROUP BY state") == [("delivered", 3)]
+
+
+@pytest.mark.anyio
+async def test_resolved_condition_alerts_again_but_incomplete_ticks_resolve_nothing(store: SQLiteStore) -> None:
+    sink = Recorder()
+    p = pipeline(store, sink)
+    assert await tick(p, T0, candidate(), candidate(user="bob")) == ["delivered", "delivered"]
+    # a degraded (incomplete) tick that reports nothing must not forget anything
+    assert await tick(p, T0 + timedelta(minutes=5), complete=False) == []
+    assert await tick(p, T0 + timedelta(minutes=10), candidate()) == ["cooldown"]
+    # a complete tick for bob alone resolves bob's condition only
+    assert await tick(p, T0 + timedelta(minutes=15), user="bob") == []
+    assert rows(store, "SELECT user_id FROM pam_alert_state") == [("ann",)]
+    # ann's fuel is fine again (a fill-up): the complete tick without her alert resolves it ...
+    assert await tick(p, T0 + timedelta(minutes=20), candidate(user="bob")) == ["delivered"]
+    assert rows(store, "SELECT user_id FROM pam_alert_state") == [("bob",)]
+    # ... so the next low fuel alerts at once, inside what would have been the cooldown
+    assert await tick(p, T0 + timedelta(minutes=25), candidate(), candidate(user="bob")) == ["delivered", "cooldown"]
+    assert [a.user_id for a in sink.got] == ["ann", "bob", "bob", "ann"]
+
+
+@pytest.mark.anyio
+async def test_quiet_hours_hold_then_release(store: SQLiteStore) -> None:
+    await store.add_rows("notification_preferences", [
+        {"user_id": "ann", "monitor": "*", "enabled": True, "quiet_start": "22:00", "quiet_end": "07:00"}])
+    sink = Recorder()
+    p = pipeline(store, sink)
+    night = datetime(2026, 1, 15, 10, 0, tzinfo=UTC)  # 23:00 NZDT
+    morning = datetime(2026, 1, 15, 18, 0, tzinfo=UTC)  # 07:00 NZDT
+    assert await tick(p, night, candidate(), candidate(kind="budget", priority=P.URGENT)) == ["delivered", "held"]
+    assert [a.kind for a in sink.got] == ["budget"]  # urgent is exempt
+    assert await tick(p, night + timedelta(hours=1), candidate(), candidate(kind="budget", priority=P.URGENT)) == [
+        "cooldown", "cooldown"]  # held counts as sent: no second copy queued
+    assert await p.release_held(morning - timedelta(seconds=1)) == 0
+    assert await p.release_held(morning) == 1
+    assert [a.kind for a in sink.got] == ["budget", "fuel_low"]
+    assert sink.got[1].title == "fuel_low medium"  # the stored alert, intact
+    assert await p.release_held(morning + timedelta(hours=1)) == 0  # released once
+    assert rows(store, "SELECT state FROM pam_alerts ORDER BY kind") == [("delivered",), ("delivered",)]
+
+
+@pytest.mark.anyio
+async def test_held_alert_dropped_when_resolved_or_expired(store: SQLiteStore) -> None:
+    await store.add_rows("notification_preferences", [
+        {"user_id": "ann", "monitor": "fuel", "quiet_start": "22:00", "quiet_end": "07:00"}])
+    sink = Recorder()
+    p = pipeline(store, sink)
+    night = datetime(2026, 1, 15, 10, 0, tzinfo=UTC)
+    morning = datetime(2026, 1, 15, 18, 0, tzinfo=UTC)
+    assert await tick(p, night, candidate()) == ["held"]
+    assert await tick(p, night + timedelta(hours=2)) == []  # she filled up at 01:00: resolved while held
+    assert await tick(p, night + timedelta(hours=3), candidate(subject="v2", expires=night + timedelta(hours=4))) \
+        == ["held"]
+    assert await p.release_held(morning) == 0
+    assert sink.got == []
+    assert rows(store, "SELECT subject_state FROM (SELECT state AS subject_state, created_at FROM pam_alerts) "
+                       "ORDER BY created_at") == [("resolved",), ("expired",)]
+
+
+@pytest.mark.anyio
+async def test_daily_cap_per_local_day_urgent_exempt(store: SQLiteStore) -> None:
+    await store.add_rows("notification_preferences", [{"user_id": "ann", "monitor": "*", "max_per_day": 2}])
+    sink = Recorder()
+    p = pipeline(store, sink)
+
+    async def run(now: datetime) -> dict[str, str]:
+        alerts = [candidate(subject=s) for s in ("a", "b", "c")] + [candidate(subject="d", priority=P.URGENT)]
+        decisions = await p.submit("fuel", alerts, epoch=1, now=now, cooldown=timedelta(days=1), complete=True)
+        return {d.alert.subject: d.outcome for d in decisions}
+
+    first = await run(T0)
+    assert first["d"] == "delivered"  # urgent: exempt, and not counted
+    assert sorted(first[s] for s in "abc") == ["capped", "delivered", "delivered"]
+    capped = next(s for s in "abc" if first[s] == "capped")
+    later = await run(T0 + timedelta(hours=2))
+    assert later[capped] == "capped" and sorted(later.values()).count("cooldown") == 3
+    # ann's local day ends at 11:00 UTC (midnight NZDT): a new day, a fresh cap
+    next_day = await run(datetime(2026, 1, 15, 11, 0, tzinfo=UTC))
+    assert next_day[capped] == "delivered" and sorted(next_day.values()).count("cooldown") == 3
+    assert len(sink.got) == 4
+
+
+@pytest.mark.anyio
+async def test_opt_out_dry_run_and_failed_delivery(store: SQLiteStore) -> None:
+    await store.add_rows("notification_preferences", [{"user_id": "bob", "monitor": "fuel", "enabled": False}])
+    sink = Recorder()
+    p = pipeline(store, sink)
+    decisions = await p.submit("fuel", [candidate(), candidate(user="bob")], epoch=1, now=T0, cooldown=COOLDOWN,
+                               dry_run=True)
+    assert [d.outcome for d in decisions] == ["delivered", "opted_out"]
+    assert sink.got == [] and rows(store, "SELECT COUNT(*) FROM pam_alerts") == [(0,)]
+    assert rows(store, "SELECT COUNT(*) FROM pam_alert_state") == [(0,)]
+    sink.fail = True
+    assert await tick(p, T0, candidate()) == ["delivered"]
+    assert rows(store, "SELECT state FROM pam_alerts") == [("failed",)]
+    text = p.metrics.render().decode()
+    assert 'pamd_alerts_total{monitor="fuel",outcome="failed",priority="medium"} 1.0' in text
+    assert 'pamd_deliveries_total{outcome="error",sink="recorder"} 1.0' in text
+
+
+@pytest.mark.anyio
+async def test_duplicate_fingerprints_in_one_tick_keep_the_strongest(store: SQLiteStore) -> None:
+    sink = Recorder()
+    p = pipeline(store, sink)
+    assert await tick(p, T0, candidate(), candidate(priority=P.HIGH), candidate()) == ["delivered"]
+    assert [a.priority for a in sink.got] == [P.HIGH]
