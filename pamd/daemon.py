@@ -122,6 +122,7 @@ class Daemon:
         config = assembly.config
         config.state_dir.mkdir(parents=True, exist_ok=True)
         self.store = await prepare_store(config.store_url, config.store.seed_demo)
+        self.metrics.watch_store(self.store)
         self.coordinator = open_coordinator(config.coordination.url, config.coordination.prefix,
                                             str(config.state_dir))
         await self.coordinator.start()

@@ -11,6 +11,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, generate_latest
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 from pamd import __version__
 from pamd.model import Priority
@@ -105,6 +107,10 @@ class Metrics:
             up=self.up.labels(name),
         )
 
+    def watch_store(self, store: object) -> None:
+        """Export the store's count of skipped bad rows as ``pamd_store_rows_skipped_total{table}``."""
+        self.registry.register(_SkippedRows(store))
+
     def declare_sinks(self, names: Iterable[str]) -> None:
         for name in names:
             for outcome in DELIVERY_OUTCOMES:
@@ -112,3 +118,22 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _SkippedRows(Collector):
+    """Reads ``store.skipped_rows`` (a Counter by table) at scrape time."""
+
+    TABLES = ("profiles", "vehicles", "fuel_log", "budgets", "expenses", "trips", "maintenance_records",
+              "calendar_events", "user_locations", "notification_preferences")
+
+    def __init__(self, store: object) -> None:
+        self.store = store
+
+    def collect(self) -> Iterable[CounterMetricFamily]:
+        family = CounterMetricFamily("pamd_store_rows_skipped", "Rows of users' data skipped as malformed "
+                                     "(NULL where required, wrong type, negative amount...), by table",
+                                     labels=["table"])
+        counts = dict(getattr(self.store, "skipped_rows", {}))
+        for table in sorted(set(self.TABLES) | set(counts)):
+            family.add_metric([table], counts.get(table, 0))
+        yield family

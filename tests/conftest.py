@@ -61,6 +61,15 @@ format = "json"
 
 [http]
 listen = "127.0.0.1:{port}"
+
+# No network in tests: providers point at a closed local port unless a test serves a fake there.
+[providers.weather]
+base_url = "http://127.0.0.1:9"
+retries = 0
+
+[providers.places]
+base_url = "http://127.0.0.1:9"
+retries = 0
 {extra}
 """,
         encoding="utf-8",
