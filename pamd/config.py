@@ -11,7 +11,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -83,13 +83,22 @@ class ProvidersSection(_Section):
     user_agent: str = "pamd (proactive monitoring daemon; https://github.com/pamd/pamd)"
 
 
+HHMM = Annotated[str, msgspec.Meta(pattern=r"^(([01]\d|2[0-3]):[0-5]\d)?$", description="HH:MM or empty")]
+
+
 class AlertsSection(_Section):
     """Defaults of the alert pipeline; users' ``notification_preferences`` rows override them."""
 
     max_per_day: int = 12  # non-urgent alerts per user and local day (urgent ones are exempt)
-    quiet_start: str = ""  # HH:MM in the user's timezone; empty: no default quiet hours
-    quiet_end: str = ""
+    quiet_start: HHMM = ""  # HH:MM in the user's timezone; empty: no default quiet hours
+    quiet_end: HHMM = ""
     release_interval: float = 60.0  # seconds between checks for held alerts whose quiet hours ended
+
+    def __post_init__(self) -> None:
+        if bool(self.quiet_start) != bool(self.quiet_end):
+            raise ValueError("set both quiet_start and quiet_end, or neither")
+        if self.max_per_day < 0 or self.release_interval <= 0:
+            raise ValueError("max_per_day must be >= 0 and release_interval > 0")
 
 
 class Config(_Section, dict=True):

@@ -1,0 +1,229 @@
+"""One tick of each built-in monitor over demo-shaped SQLite data scaled to N users (default 100,000).
+
+    .venv/bin/python bench/monitors_scale.py [--users 100000] [--only fuel,budget] [--keep DIR]
+
+The demo data set (8 travellers) is copied N/8 times with fresh ids into a new SQLite file, the weather and places
+providers are served by the test suite's fakes on 127.0.0.1 (real wire formats), and each monitor runs one tick in
+its own subprocess (so peak RSS is per monitor) through the daemon's runner and alert pipeline (dedupe state and
+alerts are written, sinks are off). Reported per monitor: tick seconds, users evaluated per second, alerts, provider
+requests, RSS before the tick and its peak during it. A baseline runs in the same session: the fuel estimate fed
+by one query per user (the old system's way), over the same file; pamd's speed is printed as a ratio to it.
+Targets: >= 20,000 users/s for fuel and budget, peak RSS growth <= 100 MB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the fakes live in tests/fakes
+
+MONITORS = ("fuel", "budget", "weather", "maintenance", "context")
+TARGET_USERS_PER_S = {"fuel": 20_000.0, "budget": 20_000.0}
+TARGET_RSS_GROWTH_MB = 100.0
+
+
+def generate(path: Path, users: int, now: datetime) -> dict[str, int]:
+    """Write ``users`` demo-shaped users into a migrated SQLite file; returns rows per table."""
+    import anyio
+
+    from pamd.store.demo import demo_rows
+    from pamd.store.records import to_sql_value
+    from pamd.store.sqlite import SQLiteStore
+
+    async def migrate() -> None:
+        store = SQLiteStore(f"sqlite:///{path}")
+        await store.migrate()
+        await store.aclose()
+
+    anyio.run(migrate)
+    template = demo_rows(now)
+    copies = max(1, users // len(template["profiles"]))  # whole copies of the demo set
+    counts: dict[str, int] = {}
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=OFF")
+    with conn:
+        for table, rows in template.items():
+            if not rows:
+                continue
+            columns = list(rows[0])
+            sql = f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+            batch: list[tuple[Any, ...]] = []
+            for copy in range(copies):
+                for row in rows:
+                    values = dict(row)
+                    for key in ("id", "user_id", "vehicle_id"):
+                        if values.get(key) is not None:
+                            values[key] = f"{values[key]}-{copy:06d}"
+                    batch.append(tuple(to_sql_value(values[c]) for c in columns))
+                if len(batch) > 50_000:
+                    conn.executemany(sql, batch)
+                    counts[table] = counts.get(table, 0) + len(batch)
+                    batch = []
+            conn.executemany(sql, batch)
+            counts[table] = counts.get(table, 0) + len(batch)
+    conn.execute("ANALYZE")
+    conn.close()
+    return counts
+
+
+def child(args: argparse.Namespace) -> None:
+    """Run one tick of ``args.child`` and print a JSON result line."""
+    import anyio
+
+    from pamd.assemble import assemble
+    from pamd.coordination.local import LocalCoordinator
+    from pamd.metrics import Metrics
+    from pamd.pipeline import AlertPipeline
+    from pamd.providers import ProviderHub
+    from pamd.runner import Runner
+    from pamd.store.sqlite import SQLiteStore
+
+    async def go() -> dict[str, Any]:
+        assembly = assemble(str(args.config), sinks=False)
+        store = SQLiteStore(f"sqlite:///{args.db}")
+        await store.ping()
+        metrics = Metrics()
+        coordinator = LocalCoordinator(str(args.db.parent))
+        await coordinator.start()
+        hub = ProviderHub(assembly.config.providers, metrics)
+        job = assembly.jobs[args.child]
+        runner = Runner({job.name: job}, AlertPipeline({}, metrics, book=store, settings=assembly.config.alerts),
+                        metrics, coordinator, store, providers=hub)
+        rss_before = _rss_mb()
+        started = time.perf_counter()
+        result = await runner.run_tick(job, datetime.now(UTC).replace(microsecond=0))
+        seconds = time.perf_counter() - started
+        await runner.aclose()
+        await store.aclose()
+        requests = sum(s.value for m in metrics.registry.collect() if m.name == "pamd_provider_requests"
+                       for s in m.samples if s.name.endswith("_total"))
+        return {"monitor": args.child, "outcome": result.outcome, "error": result.error, "seconds": seconds,
+                "alerts": len(result.decisions), "degraded": result.degradations, "rss_before_mb": rss_before,
+                "rss_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "provider_requests": requests, "skipped_rows": dict(store.skipped_rows)}
+
+    print(json.dumps(anyio.run(go)))
+
+
+def naive_fuel(db: Path, limit: int) -> dict[str, Any]:
+    """The baseline: three queries per user (profile, vehicle, fill-ups), then the same estimate."""
+    from pamd.store.records import FuelFill, FuelInput, FuelVehicle, parse_ts
+    from pamd_plugins.fuel import FuelConfig, FuelEstimate, classify, estimate_fuel
+
+    cfg, now = FuelConfig(), datetime.now(UTC)
+    conn = sqlite3.connect(db)
+    conn.row_factory = sqlite3.Row
+    started = time.perf_counter()
+    alerts = evaluated = 0
+    for (user_id,) in conn.execute("SELECT id FROM profiles ORDER BY id LIMIT ?", [limit]).fetchall():
+        evaluated += 1
+        profile = conn.execute("SELECT * FROM profiles WHERE id = ?", [user_id]).fetchone()
+        v = conn.execute("SELECT * FROM vehicles WHERE user_id = ? AND is_primary = 1", [user_id]).fetchone()
+        if v is None:
+            continue
+        fills = tuple(
+            FuelFill(id=f["id"], logged_at=parse_ts(f["logged_at"]) or now, volume_l=f["volume_l"],
+                     is_full_tank=bool(f["is_full_tank"]), odometer_km=f["odometer_km"], total_cost=f["total_cost"])
+            for f in conn.execute("SELECT * FROM fuel_log WHERE vehicle_id = ? ORDER BY logged_at", [v["id"]]))
+        inp = FuelInput(user_id=user_id, timezone=profile["timezone"], vehicle=FuelVehicle(
+            id=v["id"], name=v["name"], vehicle_type=v["vehicle_type"], fuel_type=v["fuel_type"],
+            fuel_capacity_l=v["fuel_capacity_l"], consumption_l_per_100km=v["consumption_l_per_100km"],
+            odometer_km=v["odometer_km"]), fills=fills)
+        est = estimate_fuel(inp, now, cfg)
+        if isinstance(est, FuelEstimate) and classify(est, cfg) is not None:
+            alerts += 1
+    seconds = time.perf_counter() - started
+    conn.close()
+    return {"seconds": seconds, "users": evaluated, "alerts": alerts}
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--users", type=int, default=100_000)
+    parser.add_argument("--only", default=",".join(MONITORS))
+    parser.add_argument("--keep", type=Path, help="keep the generated database in this directory")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--db", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--config", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args)
+        return
+    from tests.fakes.bench_providers import serve_bench_providers
+
+    workdir = Path(args.keep or tempfile.mkdtemp(prefix="pamd-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    db = workdir / "scale.db"
+    if db.exists():
+        db.unlink()
+    now = datetime.now(UTC)
+    started = time.perf_counter()
+    counts = generate(db, args.users, now)
+    args.users = counts["profiles"]
+    print(f"generated {args.users:,} users ({sum(counts.values()):,} rows) in {time.perf_counter() - started:.1f} s"
+          f": {db}")
+    results = []
+    with serve_bench_providers() as (weather_url, places_url):
+        config = workdir / "config.toml"
+        config.write_text(f'[daemon]\nstate_dir = "{workdir}"\n[store]\nurl = "sqlite:///{db}"\nseed_demo = false\n'
+                          f'[providers.weather]\nbase_url = "{weather_url}"\n'
+                          f'[providers.places]\nbase_url = "{places_url}"\n')
+        for monitor in args.only.split(","):
+            out = subprocess.run([sys.executable, __file__, "--child", monitor, "--db", str(db), "--config",
+                                  str(config)], capture_output=True, text=True, check=False, cwd=ROOT)
+            if out.returncode != 0:
+                print(f"{monitor}: failed\n{out.stderr[-2000:]}")
+                continue
+            results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    baseline = naive_fuel(db, min(args.users, 20_000))
+    print(f"\n{'monitor':<12} {'outcome':<8} {'tick s':>8} {'users/s':>10} {'alerts':>8} {'requests':>8} "
+          f"{'RSS MB':>7} {'peak MB':>8} {'growth':>7}  target")
+    for r in results:
+        rate = args.users / r["seconds"] if r["seconds"] else 0.0
+        growth = r["rss_peak_mb"] - r["rss_before_mb"]
+        target = TARGET_USERS_PER_S.get(r["monitor"])
+        verdict = []
+        if target:
+            verdict.append(f"users/s {'PASS' if rate >= target else 'FAIL'} (>= {target:,.0f})")
+        verdict.append(f"growth {'PASS' if growth <= TARGET_RSS_GROWTH_MB else 'FAIL'} (<= {TARGET_RSS_GROWTH_MB:.0f})")
+        print(f"{r['monitor']:<12} {r['outcome']:<8} {r['seconds']:>8.2f} {rate:>10,.0f} {r['alerts']:>8,} "
+              f"{r['provider_requests']:>8.0f} {r['rss_before_mb']:>7.1f} {r['rss_peak_mb']:>8.1f} {growth:>7.1f}  "
+              + "; ".join(verdict))
+        if r["degraded"] or r["error"]:
+            print(f"{'':<12} degraded: {r['degraded']} error: {r['error']}")
+    naive_rate = baseline["users"] / baseline["seconds"]
+    fuel = next((r for r in results if r["monitor"] == "fuel"), None)
+    print(f"\nbaseline: naive fuel (3 queries per user) {naive_rate:,.0f} users/s over {baseline['users']:,} users")
+    if fuel:
+        print(f"ratio pamd fuel / naive fuel: {args.users / fuel['seconds'] / naive_rate:.2f}x")
+    results_dir = ROOT / "bench" / "results"
+    results_dir.mkdir(exist_ok=True)
+    out_path = results_dir / f"scale-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
+    out_path.write_text(json.dumps({"users": args.users, "rows": counts, "results": results, "baseline": baseline,
+                                    "cpu_count": os.cpu_count()}, indent=2))
+    print(f"written {out_path}")
+
+
+if __name__ == "__main__":
+    main()
