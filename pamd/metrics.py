@@ -36,6 +36,7 @@ class MonitorMetrics:
     lateness: Histogram
     last_success: Gauge
     up: Gauge
+    degraded: Counter
 
 
 class Metrics:
@@ -59,6 +60,9 @@ class Metrics:
                                   ["monitor"], buckets=LATENESS_BUCKETS, registry=r)
         self.last_success = Gauge("pamd_monitor_last_success_timestamp_seconds",
                                   "Unix time of the last successful tick", ["monitor"], registry=r)
+        self.degraded = Counter("pamd_monitor_degraded_ticks_total", "Ticks that completed with a provider failure "
+                                "or other degradation (their result is partial; nothing is resolved)", ["monitor"],
+                                registry=r)
         self.up = Gauge("pamd_monitor_up", "1 if the monitor is enabled and its last tick succeeded",
                         ["monitor"], registry=r)
         self.alerts = Counter("pamd_alerts_total", "Alerts produced by monitors, by what became of them "
@@ -105,6 +109,7 @@ class Metrics:
             lateness=self.lateness.labels(name),
             last_success=self.last_success.labels(name),
             up=self.up.labels(name),
+            degraded=self.degraded.labels(name),
         )
 
     def watch_store(self, store: object) -> None:

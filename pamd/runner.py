@@ -243,6 +243,9 @@ class Runner:
         metrics.duration.observe(result.duration_seconds)
         extra = {"monitor": job.name, "scheduled_at": result.scheduled_at.isoformat(), "outcome": result.outcome,
                  "duration_seconds": state.last_duration_seconds, "alerts": len(result.alerts)}
+        if result.degradations:
+            metrics.degraded.inc()
+            extra["degraded"] = result.degradations
         if result.outcome == "success":
             metrics.last_success.set(now.timestamp())
             metrics.up.set(1)
