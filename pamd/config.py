@@ -67,6 +67,7 @@ class ProviderSection(_Section):
     timeout: float = 10.0
     retries: int = 2
     enabled: bool = True
+    cache_ttl: float = 0.0  # seconds an answer is reused across ticks (0: each tick asks again)
 
 
 def _weather_default() -> ProviderSection:
@@ -74,7 +75,8 @@ def _weather_default() -> ProviderSection:
 
 
 def _places_default() -> ProviderSection:
-    return ProviderSection(base_url="https://overpass-api.de/api", timeout=25.0)
+    # Stations and garages change over months; Overpass's fair-use limits are low: reuse answers for a day.
+    return ProviderSection(base_url="https://overpass-api.de/api", timeout=25.0, cache_ttl=86400.0)
 
 
 class ProvidersSection(_Section):

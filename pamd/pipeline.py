@@ -23,7 +23,7 @@ from pamd.sinks.base import Sink
 
 log = logging.getLogger("pamd.pipeline")
 
-BATCH = 1000  # alerts decided and recorded per store round trip
+BATCH = 5000  # alerts decided and recorded per store round trip (and transaction)
 
 
 class AlertPipeline:

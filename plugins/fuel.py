@@ -4,6 +4,12 @@ The level is estimated from the last full fill-up: the tank was full then, parti
 and the distance driven since burns ``consumption`` litres per 100 km. Distance comes from the odometer when a newer
 reading exists, else days x the user's own average daily distance, else a configured default. Consumption is the
 median of the user's full-to-full fill-ups, else the vehicle's stated figure, else a vehicle-type default.
+
+Users who alert get up to 3 real stations selling their vehicle's fuel from the places provider (OpenStreetMap),
+nearest first, or none: never invented. Stations are searched around the user's current position (a
+``user_locations`` row of the last ``position_max_age_hours``), else around their newest fill-up with coordinates,
+which the text says. Only a current position feeds the "range shorter than the nearest station" urgent rule: the
+stations near an old fill-up say nothing about what is in reach now. Distances are great-circle, not by road.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ import msgspec
 
 import pamd
 from pamd import units
+from pamd.providers import ProviderError
+from pamd.providers.places import UnsupportedFuelError, describe_places, fuel_kind
 from pamd.store.records import FuelFill, FuelInput, FuelInputSource, FuelVehicle, format_ts
 
 DAY = timedelta(days=1)
@@ -44,6 +52,9 @@ class FuelConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     max_l_per_100km: float = 80.0
     fallback_l_per_100km: float = 25.0  # unknown vehicle type
     consumption_l_per_100km: dict[str, float] = msgspec.field(default_factory=dict)  # overrides the defaults
+    station_radius_km: float = 25.0  # nearby fuel stations: search radius and how many to attach
+    stations: int = 3
+    position_max_age_hours: float = 6.0  # a user_locations row older than this is not the current position
     batch_size: int = 500
 
     def __post_init__(self) -> None:
@@ -51,6 +62,8 @@ class FuelConfig(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
             raise ValueError("need 0 <= urgent_pct <= high_pct <= medium_pct <= 100")
         if self.default_daily_km < 0 or self.batch_size < 1 or self.history_pairs < 1:
             raise ValueError("default_daily_km must be >= 0, batch_size and history_pairs >= 1")
+        if not 0 < self.station_radius_km <= 100 or self.stations < 0 or self.position_max_age_hours <= 0:
+            raise ValueError("need 0 < station_radius_km <= 100, stations >= 0 and position_max_age_hours > 0")
 
 
 class FuelEstimate(msgspec.Struct, frozen=True, kw_only=True):
@@ -206,8 +219,12 @@ _HEADLINES = {
 }
 
 
-def render(inp: FuelInput, vehicle: FuelVehicle, est: FuelEstimate, priority: pamd.Priority) -> tuple[str, str]:
-    """Rule text for a fuel alert, in the user's units and currency: ``(title, body)``."""
+def render(
+    inp: FuelInput, vehicle: FuelVehicle, est: FuelEstimate, priority: pamd.Priority,
+    stations: Sequence[dict[str, Any]] = (),
+) -> tuple[str, str]:
+    """Rule text for a fuel alert, in the user's units and currency: ``(title, body)``. ``stations`` are
+    :meth:`pamd.providers.places.Place.fact` dicts, nearest first; none are mentioned when there are none."""
     imp = inp.preferred_units == "imperial"
     headline, advice = _HEADLINES.get(priority, ("Fuel check", ""))
     if est.distance_source == "odometer":
@@ -227,7 +244,31 @@ def render(inp: FuelInput, vehicle: FuelVehicle, est: FuelEstimate, priority: pa
         need = est.capacity_l - est.litres_left
         cost = units.money(need * est.price_per_l, inp.currency)
         body += f" Filling up ({units.volume(need, imp)}) costs about {cost} at your last price."
+    body += _stations_text(inp, vehicle, est, stations)
     return f"{headline}: about {est.level_pct:.0f}% left", f"{body} {advice}".strip()
+
+
+_FUEL_NAMES = {"petrol": "petrol", "diesel": "diesel", "lpg": "LPG", "cng": "CNG"}
+
+
+def _stations_text(inp: FuelInput, vehicle: FuelVehicle, est: FuelEstimate, stations: Sequence[dict[str, Any]]) -> str:
+    if not stations:
+        return ""
+    imp = inp.preferred_units == "imperial"
+    try:
+        fuel = _FUEL_NAMES.get(fuel_kind(vehicle.fuel_type) or "", "fuel")
+    except UnsupportedFuelError:
+        fuel = "fuel"
+    what = f"{fuel} station" if len(stations) == 1 else f"{fuel} stations"
+    where = "you"
+    if inp.position is not None and inp.position.source == "fuel_log":
+        where = "your last fill-up"
+    listed = describe_places(stations, imp, f"{fuel} not confirmed in OpenStreetMap")
+    text = f" Nearest {what} to {where} (straight-line distance): {listed}."
+    nearest = stations[0]["distance_km"]
+    if where == "you" and est.range_km < nearest:
+        text += " Your estimated range is shorter than the distance to the nearest one."
+    return text
 
 
 def build_alert(
@@ -235,16 +276,17 @@ def build_alert(
 ) -> pamd.Alert:
     """The ``fuel_low`` alert: rule text for the user, SI numbers in ``facts``."""
     assert inp.vehicle is not None
-    title, body = render(inp, inp.vehicle, est, priority)
+    title, body = render(inp, inp.vehicle, est, priority, stations)
     numbers = {k: round(v, 3) if isinstance(v, float) else v for k, v in msgspec.to_builtins(est).items()}
     facts = numbers | {
         "vehicle_id": inp.vehicle.id, "vehicle_name": inp.vehicle.name, "fuel_type": inp.vehicle.fuel_type,
         "last_full_fill_at": format_ts(est.last_full_fill_at), "currency": inp.currency,
         "refill_l": round(est.capacity_l - est.litres_left, 3), "stations": stations,
+        "position": msgspec.to_builtins(inp.position) if inp.position is not None else None,
     }
     actions = [{"action": "log_fuel", "label": "Log a fill-up"}]
     return pamd.Alert(user_id=inp.user_id, kind="fuel_low", priority=priority, title=title, body=body,
-                      facts=facts, actions=actions)
+                      facts=facts, actions=actions, subject=inp.vehicle.id)
 
 
 class FuelMonitor(pamd.Monitor):
@@ -263,31 +305,81 @@ class FuelMonitor(pamd.Monitor):
             raise TypeError(f"the fuel monitor needs a store with iter_fuel_inputs(), got {type(store).__name__}")
         cfg = ctx.config if isinstance(ctx.config, FuelConfig) else FuelConfig()
         now = ctx.now()
-        async with aclosing(store.iter_fuel_inputs(cfg.batch_size, ctx.user_id)) as batches:
+        inputs = store.iter_fuel_inputs(cfg.batch_size, ctx.user_id, now=now,
+                                        position_max_age=timedelta(hours=cfg.position_max_age_hours))
+        async with aclosing(inputs) as batches:
             async for batch in batches:
                 found: list[tuple[FuelInput, FuelEstimate]] = []
                 for inp in batch:
                     est = estimate_fuel(inp, now, cfg)
                     if isinstance(est, NoEstimate):
-                        ctx.logger.debug("fuel: no estimate for %s: %s", inp.user_id, est.reason)
+                        ctx.explain(inp.user_id, "no estimate", reason=est.reason)
                     elif classify(est, cfg) is not None:
                         found.append((inp, est))
-                lookups = await ctx.map_bounded(lambda pair: self.nearby_stations(ctx, *pair), found)
-                for (inp, est), stations in zip(found, lookups, strict=True):
+                    elif ctx.explaining:
+                        ctx.explain(inp.user_id, "estimate", **msgspec.to_builtins(est))
+                        ctx.explain(inp.user_id, "rule", outcome=f"no alert: {est.level_pct:.1f}% is above "
+                                    f"thresholds (medium below {cfg.medium_pct:g}%)")
+                # One lookup per distinct (position, fuel): travellers parked together share the answer.
+                keys = [_lookup_key(inp) for inp, _ in found]
+                unique = {key: pair for key, pair in zip(keys, found, strict=True)}
+                answers = await ctx.map_bounded(lambda pair: self.nearby_stations(ctx, *pair), unique.values())
+                by_key = dict(zip(unique, answers, strict=True))
+                for (inp, est), key in zip(found, keys, strict=True):
+                    stations = by_key[key]
                     nearest = min((s["distance_km"] for s in stations), default=None)
+                    if inp.position is None or inp.position.source != "user_location":
+                        nearest = None  # stations near an old fill-up say nothing about what is in reach now
                     priority = classify(est, cfg, nearest)
+                    if ctx.explaining:
+                        ctx.explain(inp.user_id, "estimate", **msgspec.to_builtins(est))
+                        ctx.explain(inp.user_id, "rule", outcome=f"{priority.value if priority else 'no alert'}: "
+                                    f"{est.level_pct:.1f}% left (medium < {cfg.medium_pct:g}%, high < "
+                                    f"{cfg.high_pct:g}%, urgent < {cfg.urgent_pct:g}% or range "
+                                    f"{est.range_km:.0f} km < nearest station "
+                                    f"{nearest if nearest is not None else '-'})")
                     if priority is not None:
                         yield build_alert(inp, est, priority, stations)
 
     async def nearby_stations(
         self, ctx: pamd.MonitorContext, inp: FuelInput, est: FuelEstimate
     ) -> list[dict[str, Any]]:
-        """Up to 3 real stations selling the vehicle's fuel near the user, each with ``distance_km``.
+        """Up to ``stations`` (3) real stations selling the vehicle's fuel near the user's position, nearest first,
+        as :meth:`~pamd.providers.places.Place.fact` dicts (``distance_km``...), from ``ctx.providers.places``.
 
-        Seam for the places provider (OpenStreetMap), which does not exist yet: until it does this returns no
-        stations, so the "range shorter than the nearest station" rule stays inactive. Stations are never invented.
+        None without a places provider (none, or ``[providers.places] enabled = false``), a position or a fuel
+        sold at stations (electric...). When the provider fails the tick is marked degraded and the alert goes
+        out without stations. Stations are never invented.
         """
-        return []
+        cfg = ctx.config if isinstance(ctx.config, FuelConfig) else FuelConfig()
+        vehicle, position = inp.vehicle, inp.position
+        if ctx.providers is None or not ctx.providers.hub.config.places.enabled:
+            ctx.explain(inp.user_id, "stations", outcome="not looked up", reason="no places provider configured")
+            return []
+        if vehicle is None or position is None or cfg.stations == 0:
+            ctx.explain(inp.user_id, "stations", outcome="not looked up", reason="no known position")
+            return []
+        try:
+            found = await ctx.providers.places.fuel_stations(
+                position.lat, position.lon, vehicle.fuel_type, radius_km=cfg.station_radius_km, limit=cfg.stations)
+        except UnsupportedFuelError as exc:
+            ctx.explain(inp.user_id, "stations", outcome="not looked up", reason=str(exc))
+            return []
+        except ProviderError as exc:
+            ctx.degraded(f"places provider: {exc.problem}")
+            ctx.explain(inp.user_id, "stations", outcome="provider failed", reason=exc.problem)
+            return []
+        stations = [place.fact() for place in found]
+        ctx.explain(inp.user_id, "stations", outcome=f"{len(stations)} found", position=position,
+                    radius_km=cfg.station_radius_km, stations=stations)
+        return stations
+
+
+def _lookup_key(inp: FuelInput) -> tuple[object, ...]:
+    position, vehicle = inp.position, inp.vehicle
+    if position is None or vehicle is None:
+        return ("user", inp.user_id)
+    return (position.lat, position.lon, position.source, vehicle.fuel_type)
 
 
 @pamd.hookimpl

@@ -62,12 +62,14 @@ format = "json"
 [http]
 listen = "127.0.0.1:{port}"
 
-# No network in tests: providers point at a closed local port unless a test serves a fake there.
+# No network in tests: providers are off (and point at a closed local port) unless a test serves a fake.
 [providers.weather]
+enabled = false
 base_url = "http://127.0.0.1:9"
 retries = 0
 
 [providers.places]
+enabled = false
 base_url = "http://127.0.0.1:9"
 retries = 0
 {extra}

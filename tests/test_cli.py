@@ -13,8 +13,8 @@ import pytest
 from tests.conftest import write_config
 from tests.daemon_proc import DaemonProcess, run_cli
 
-COMMANDS = [["run"], ["check"], ["monitors"], ["plugins"], ["trigger"], ["config", "show"], ["demo", "seed"],
-            ["db", "migrate"]]
+COMMANDS = [["run"], ["check"], ["monitors"], ["plugins"], ["trigger"], ["explain"], ["config", "show"],
+            ["demo", "seed"], ["db", "migrate"]]
 
 
 @pytest.fixture
@@ -63,6 +63,26 @@ def test_trigger_one_user_delivers_to_sinks(workdir: Path) -> None:
     delivered = [json.loads(line) for line in (workdir / "state" / "alerts.jsonl").read_text().splitlines()]
     assert [a["user_id"] for a in delivered] == ["demo-u02"]
     assert run_cli("trigger", "nope", cwd=workdir).returncode == 2
+
+
+def test_explain_says_why_before_and_after_delivery(workdir: Path) -> None:
+    before = run_cli("explain", "demo-u02", "--monitor", "fuel", cwd=workdir)
+    assert before.returncode == 0, before.stderr
+    assert "alert fuel_low [high]: Fuel low" in before.stdout
+    assert "-> would be delivered: new condition" in before.stdout
+    assert "level_pct=" in before.stdout  # the facts the monitor computed
+    assert run_cli("trigger", "fuel", "--user", "demo-u02", cwd=workdir).returncode == 0
+    after = json.loads(run_cli("explain", "demo-u02", "--monitor", "fuel", "--json", cwd=workdir).stdout)
+    [report] = after["monitors"]
+    [alert] = report["alerts"]
+    assert (alert["decision"], alert["priority"]) == ("cooldown", "high")
+    assert "cooldown until" in alert["reason"]
+    # nothing was delivered by explain itself
+    delivered = (workdir / "state" / "alerts.jsonl").read_text().splitlines()
+    assert len(delivered) == 1
+    healthy = run_cli("explain", "demo-u04", "--monitor", "fuel", cwd=workdir)
+    assert "no alert" in healthy.stdout and "above thresholds" in healthy.stdout
+    assert run_cli("explain", "demo-u04", "--monitor", "nope", cwd=workdir).returncode == 2
 
 
 def test_config_show_redacts_secrets(workdir: Path) -> None:

@@ -132,7 +132,7 @@ def test_systemd_notify_watchdog_reload_and_stop(tmp_path: Path, port: int, daem
         "NOTIFY_SOCKET": str(tmp_path / "notify.sock"), "WATCHDOG_USEC": "400000"})
     daemons.append(daemon)
     ready = listener.wait("READY=1")
-    assert "STATUS=running 1 monitors; http 127.0.0.1:" in ready
+    assert "STATUS=running 5 monitors; http 127.0.0.1:" in ready
     # READY=1 is sent only once HTTP is bound: the port answers now.
     assert daemon.get("/livez")[0] == 200
     before = len([m for m in listener.drain() if "WATCHDOG=1" in m])

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,8 +16,13 @@ from hypothesis import strategies as st
 
 import pamd
 from pamd import hookspecs
-from pamd.store.records import FuelFill, FuelInput, FuelVehicle
+from pamd.config import ProviderSection, ProvidersSection
+from pamd.providers import ProviderHub
+from pamd.runner import TickResult
+from pamd.store.records import FuelFill, FuelInput, FuelVehicle, Position
 from pamd.store.sqlite import SQLiteStore
+from pamd.testing import run_tick
+from tests.fakes.overpass import FakeOverpass, node, offset, serve_overpass, way
 
 if TYPE_CHECKING:  # mypy sees the source tree; at run time the package is installed as pamd_plugins
     from plugins import fuel
@@ -235,3 +240,145 @@ async def test_demo_run_for_one_user_and_with_other_thresholds(demo_store: SQLit
 async def test_run_needs_a_fuel_capable_store() -> None:
     with pytest.raises(TypeError, match="iter_fuel_inputs"):
         await run(None)
+
+
+# -- the user's position and nearby stations (places provider against a fake Overpass) ---------------------
+
+HOME = {"demo-u01": (39.7392, -104.9903), "demo-u02": (-27.4698, 153.0251), "demo-u03": (19.7071, -155.0885)}
+
+
+def here(user_id: str, north_km: float = 0.0, east_km: float = 0.0) -> tuple[float, float]:
+    """A point relative to where the demo user is now (demo_context puts them 0.05° NE of home)."""
+    lat, lon = HOME[user_id]
+    return offset(lat + 0.05, lon + 0.05, north_km, east_km)
+
+
+STATIONS = [
+    node(101, *here("demo-u01", 2), {"amenity": "fuel", "fuel:diesel": "yes"}, name="Conoco", brand="Conoco"),
+    way(102, *here("demo-u01", 0, 5), {"amenity": "fuel"}, name="Kum & Go"),
+    node(103, *here("demo-u01", 1), {"amenity": "fuel", "fuel:diesel": "no", "fuel:octane_87": "yes"}),
+    node(104, *here("demo-u01", -8), {"amenity": "fuel", "fuel:HGV_diesel": "yes"}, name="Pilot Travel Center"),
+    node(105, *here("demo-u01", -9), {"amenity": "fuel", "fuel:diesel": "yes"}, name="Fourth nearest"),
+    node(201, *here("demo-u02", 80), {"amenity": "fuel", "fuel:diesel": "yes"}, name="Far away diesel"),
+    node(301, *here("demo-u03", 0.3), {"amenity": "fuel", "fuel:octane_87": "yes"}, name="Minit Stop"),
+]
+
+
+@pytest.fixture(scope="module")
+def overpass() -> Iterator[FakeOverpass]:
+    with serve_overpass(STATIONS) as server:
+        yield server
+
+
+@pytest.fixture
+async def hub(overpass: FakeOverpass) -> AsyncIterator[ProviderHub]:
+    overpass.reset()
+    providers = ProviderHub(ProvidersSection(places=ProviderSection(base_url=overpass.url, timeout=2.0, retries=0)))
+    yield providers
+    await providers.aclose()
+
+
+async def tick(store: Any, hub: ProviderHub | None, config: fuel.FuelConfig | None = None,
+               now: datetime = NOW) -> TickResult:
+    result = await run_tick(fuel.FuelMonitor(), config=config, store=store, now=now, providers=hub, retries=0)
+    assert result.outcome == "success", result.error
+    return result
+
+
+@pytest.mark.anyio
+async def test_position_from_recent_location_else_newest_fill(demo_store: SQLiteStore) -> None:
+    async def positions(now: datetime = NOW, **kwargs: Any) -> dict[str, Position | None]:
+        return {i.user_id: i.position async for batch in demo_store.iter_fuel_inputs(now=now, **kwargs)
+                for i in batch}
+
+    now = await positions()
+    assert now["demo-u01"] == Position(lat=39.7892, lon=-104.9403, source="user_location",
+                                       recorded_at=NOW - timedelta(minutes=10))
+    assert now["demo-u06"] is None  # no vehicle: not looked up
+    later = await positions(NOW + timedelta(hours=7))  # the locations are stale by then
+    assert later["demo-u01"] == Position(lat=39.7792, lon=-105.0303, source="fuel_log",
+                                         recorded_at=NOW - timedelta(days=3))
+    assert (await positions(NOW + timedelta(hours=7), position_max_age=timedelta(hours=8)))["demo-u01"] == now[
+        "demo-u01"]
+    await demo_store.add_rows("user_locations", [
+        {"user_id": "demo-u02", "recorded_at": NOW - timedelta(minutes=1), "lat": 95.0, "lon": 153.0},
+        {"user_id": "demo-u03", "recorded_at": NOW + timedelta(hours=2), "lat": 19.7, "lon": -155.1},
+        {"user_id": "demo-u04", "recorded_at": NOW - timedelta(minutes=1), "lat": None, "lon": None},
+    ])
+    bad = await positions()
+    assert bad["demo-u02"] is not None and bad["demo-u02"].source == "fuel_log"  # impossible latitude: skipped
+    assert bad["demo-u03"] is not None and bad["demo-u03"].source == "fuel_log"  # in the future: skipped
+    assert bad["demo-u04"] is not None and bad["demo-u04"].source == "user_location"  # row without coordinates
+    assert demo_store.skipped_rows["user_locations"] == 2
+
+
+@pytest.mark.anyio
+async def test_demo_alerts_carry_real_nearby_stations(demo_store: SQLiteStore, hub: ProviderHub,
+                                                     overpass: FakeOverpass) -> None:
+    result = await tick(demo_store, hub)
+    by_user = {a.user_id: a for a in result.alerts}
+    assert {u: a.priority for u, a in by_user.items()} == {
+        "demo-u01": P.MEDIUM, "demo-u02": P.HIGH, "demo-u03": P.URGENT}
+    assert len(overpass.requests) == 3  # one lookup per alerting user, none for the others
+    margaret = by_user["demo-u01"]
+    assert [s["name"] for s in margaret.facts["stations"]] == ["Conoco", "Kum & Go", "Pilot Travel Center"]
+    assert [s["fuel_confirmed"] for s in margaret.facts["stations"]] == [True, False, True]
+    assert margaret.facts["stations"][1]["osm_type"] == "way"
+    assert margaret.facts["stations"][0]["distance_km"] == pytest.approx(2.0, abs=0.01)
+    assert ("Nearest diesel stations to you (straight-line distance): Conoco (1.2 mi), Kum & Go (3.1 mi, diesel "
+            "not confirmed in OpenStreetMap), Pilot Travel Center (5.0 mi).") in margaret.body
+    assert margaret.subject == "demo-v01" and margaret.facts["position"]["source"] == "user_location"
+    assert by_user["demo-u02"].facts["stations"] == [] and "station" not in by_user["demo-u02"].body
+    assert "Nearest petrol station to you (straight-line distance): Minit Stop (0.2 mi)." in by_user["demo-u03"].body
+    assert result.degradations == []
+
+
+@pytest.mark.anyio
+async def test_range_shorter_than_the_nearest_station_is_urgent(demo_store: SQLiteStore, hub: ProviderHub) -> None:
+    wide = fuel.FuelConfig(station_radius_km=100)
+    jack = {a.user_id: a for a in (await tick(demo_store, hub, wide)).alerts}["demo-u02"]
+    assert jack.priority == P.URGENT  # 8 % left is only "high", but ~64 km of range and the station is 80 km away
+    assert jack.facts["range_km"] == pytest.approx(64.0) and jack.facts["stations"][0]["name"] == "Far away diesel"
+    assert "Far away diesel (80 km)" in jack.body and "range is shorter than the distance to the nearest" in jack.body
+
+
+@pytest.mark.anyio
+async def test_stations_near_an_old_fill_up_do_not_make_it_urgent(demo_store: SQLiteStore, hub: ProviderHub) -> None:
+    # Seven hours on, the demo locations are stale: stations are searched around the newest fill-up instead.
+    later = NOW + timedelta(hours=7)
+    await demo_store.add_rows("fuel_log", [{
+        "id": "extra", "user_id": "demo-u02", "vehicle_id": "demo-v02", "logged_at": NOW - timedelta(days=2, hours=1),
+        "volume_l": 0.0, "is_full_tank": False, "lat": here("demo-u02")[0], "lon": here("demo-u02")[1]}])
+    alerts = (await tick(demo_store, hub, fuel.FuelConfig(station_radius_km=100), later)).alerts
+    jack = {a.user_id: a for a in alerts}["demo-u02"]
+    assert jack.facts["position"]["source"] == "fuel_log" and jack.facts["stations"]
+    assert jack.priority == P.HIGH
+    assert "Nearest diesel station to your last fill-up" in jack.body and "range is shorter" not in jack.body
+
+
+@pytest.mark.anyio
+async def test_provider_failure_degrades_and_alerts_without_stations(demo_store: SQLiteStore, hub: ProviderHub,
+                                                                    overpass: FakeOverpass) -> None:
+    overpass.rate_limit(100)
+    result = await tick(demo_store, hub)
+    assert {a.user_id: a.priority for a in result.alerts} == {
+        "demo-u01": P.MEDIUM, "demo-u02": P.HIGH, "demo-u03": P.URGENT}
+    assert all(a.facts["stations"] == [] and "station" not in a.body for a in result.alerts)
+    assert result.degradations and all(d.startswith("places provider:") for d in result.degradations)
+    assert "HTTP 429" in result.degradations[0]
+
+
+@pytest.mark.anyio
+async def test_no_lookup_for_fuels_without_stations_or_without_providers(demo_store: SQLiteStore, hub: ProviderHub,
+                                                                         overpass: FakeOverpass) -> None:
+    await demo_store.add_rows("vehicles", [{"id": "demo-v03", "user_id": "demo-u03", "name": "Honu",
+                                            "vehicle_type": "campervan", "fuel_type": "electric",
+                                            "fuel_capacity_l": 80.0, "is_primary": True}], on_conflict="update")
+    alerts = (await tick(demo_store, hub)).alerts
+    leilani = {a.user_id: a for a in alerts}["demo-u03"]
+    assert leilani.facts["stations"] == [] and len(overpass.requests) == 2
+    assert all(a.facts["stations"] == [] for a in (await tick(demo_store, None)).alerts)
+    off = ProviderHub(ProvidersSection(places=ProviderSection(base_url=overpass.url, enabled=False)))
+    result = await tick(demo_store, off)  # disabled on purpose: no lookups, and not a degraded tick
+    assert all(a.facts["stations"] == [] for a in result.alerts) and result.degradations == []
+    assert len(overpass.requests) == 2

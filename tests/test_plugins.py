@@ -88,7 +88,7 @@ def test_allow_and_block_lists(tmp_path: Path) -> None:
     result = load_plugins([directory], {**env, "PAMD_LOAD_PLUGINS": "", "PAMD_DISABLE_PLUGINS": "fuel"})
     assert {p.name: p.status for p in result.plugins} == builtins | {
         "fuel": "disabled", "recorder": "disabled", "typo": "disabled"}
-    assert set(result.monitors) == set()
+    assert set(result.monitors) == {"budget", "weather", "maintenance", "context"}  # built-ins, fuel blocked
 
 
 def test_duplicate_monitor_names_are_a_config_error(tmp_path: Path) -> None:

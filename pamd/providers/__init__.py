@@ -7,8 +7,9 @@
 from __future__ import annotations
 
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from pamd.providers.cache import TTLCache
 from pamd.providers.http import JsonHttp, ProviderError
 
 if TYPE_CHECKING:
@@ -27,6 +28,7 @@ class ProviderHub:
         self.config = config
         self.metrics = metrics
         self._clients: dict[str, JsonHttp] = {}
+        self.places_cache: TTLCache[list[dict[str, Any]]] = TTLCache(config.places.cache_ttl)
 
     def client(self, name: str) -> JsonHttp:
         """The HTTP client of provider ``name`` ("weather" or "places"); raises ProviderError if disabled."""
@@ -68,4 +70,4 @@ class Providers:
         """Fuel stations and repair shops from OpenStreetMap's Overpass API (``[providers.places]``)."""
         from pamd.providers.places import OverpassPlaces
 
-        return OverpassPlaces(self.hub.client("places"))
+        return OverpassPlaces(self.hub.client("places"), shared=self.hub.places_cache)

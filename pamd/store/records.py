@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import AsyncGenerator
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from enum import Enum
 from typing import Literal, Protocol, runtime_checkable
 
 import msgspec
 
 Units = Literal["metric", "imperial"]
+POSITION_MAX_AGE = timedelta(hours=6)
+"""How old a ``user_locations`` row may be to count as the user's current position."""
 
 
 class Profile(msgspec.Struct, frozen=True, kw_only=True):
@@ -59,12 +61,23 @@ class FuelVehicle(msgspec.Struct, frozen=True, kw_only=True):
     odometer_km: float | None = None
 
 
+class Position(msgspec.Struct, frozen=True, kw_only=True):
+    """Where a user was last known to be: from ``user_locations`` (``source="user_location"``) or, failing a
+    recent one, the newest fill-up with coordinates (``source="fuel_log"``); ``recorded_at`` is when (UTC)."""
+
+    lat: float
+    lon: float
+    source: Literal["user_location", "fuel_log"]
+    recorded_at: datetime
+
+
 class FuelInput(msgspec.Struct, frozen=True, kw_only=True):
     """What the fuel monitor needs about one user: profile, primary vehicle and that vehicle's fill-ups.
 
     ``fills`` are ordered by ``logged_at`` (oldest first). ``vehicle`` is ``None`` when the user has no (valid)
     vehicle. Profile fields are normalised: ``timezone`` defaults to ``"UTC"``, ``preferred_units`` to
-    ``"metric"``, ``currency`` to ``"USD"``.
+    ``"metric"``, ``currency`` to ``"USD"``. ``position`` is the user's current position when known (see
+    :class:`Position`).
     """
 
     user_id: str
@@ -75,6 +88,7 @@ class FuelInput(msgspec.Struct, frozen=True, kw_only=True):
     vehicle_type: str | None = None
     vehicle: FuelVehicle | None = None
     fills: tuple[FuelFill, ...] = ()
+    position: Position | None = None
 
 
 @runtime_checkable
@@ -82,9 +96,12 @@ class FuelInputSource(Protocol):
     """A store that can stream :class:`FuelInput` batches (what the fuel monitor needs from ``ctx.store``)."""
 
     def iter_fuel_inputs(
-        self, batch_size: int = 500, user_id: str | None = None
+        self, batch_size: int = 500, user_id: str | None = None, *, now: datetime | None = None,
+        position_max_age: timedelta = POSITION_MAX_AGE,
     ) -> AsyncGenerator[list[FuelInput], None]:
-        """Yield users in batches of at most ``batch_size`` (only ``user_id`` when given)."""
+        """Yield users in batches of at most ``batch_size`` (only ``user_id`` when given). ``position`` is the
+        newest ``user_locations`` row no older than ``position_max_age`` at ``now`` (default: the wall clock),
+        else the newest fill-up with coordinates."""
         ...
 
 
@@ -101,21 +118,24 @@ def format_ts(value: datetime) -> str:
 
 def parse_ts(value: object) -> datetime | None:
     """Parse a stored timestamp (ISO-8601 text, with or without offset; naive means UTC). ``None`` if unusable."""
-    if isinstance(value, datetime):
-        parsed = value
-    elif isinstance(value, str) and value.strip():
-        text = value.strip()
-        if text.endswith(("z", "Z")):
-            text = text[:-1] + "+00:00"
+    if type(value) is str:  # the hot path: text as format_ts writes it (Python 3.11 reads the "Z")
         try:
-            parsed = datetime.fromisoformat(text)
+            parsed = datetime.fromisoformat(value)
         except ValueError:
-            return None
+            text = value.strip()
+            if text.endswith(("z", "Z")):
+                text = text[:-1] + "+00:00"
+            try:
+                parsed = datetime.fromisoformat(text)
+            except ValueError:
+                return None
+    elif isinstance(value, datetime):
+        parsed = value
     else:
         return None
     if parsed.tzinfo is None:
         return parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    return parsed if parsed.tzinfo is UTC else parsed.astimezone(UTC)
 
 
 def format_date(value: date | datetime) -> str:
@@ -126,7 +146,12 @@ def format_date(value: date | datetime) -> str:
 
 
 def finite_or_none(value: object) -> float | None:
-    """``value`` as a float if it is a finite number, else ``None`` (text, NaN, infinities...)."""
+    """``value`` as a float if it is a finite number, else ``None`` (text, booleans, NaN, infinities...)."""
+    kind = type(value)
+    if kind is float:  # the hot path; x - x is NaN for NaN and the infinities
+        return value if value - value == 0.0 else None  # type: ignore[operator,return-value]
+    if kind is int:
+        return float(value)  # type: ignore[arg-type]
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     number = float(value)

@@ -70,14 +70,15 @@ class SQLiteAlertQueries(SQLiteBase):
                 pref = self._preference(row)
                 if pref is not None:
                     ctx.preferences.setdefault(pref.user_id, []).append(pref)
-            # Today's counts: per user since their own local midnight, so group users by that instant.
+            # Today's counts: per user since their own local midnight, so group users by that instant. ("+state":
+            # with many users the planner would otherwise walk the state index over every alert of the day.)
             by_midnight: dict[str, list[str]] = {}
             for user in chunk:
                 midnight = format_ts(local_midnight(now, zone(ctx.timezones.get(user, "UTC"))))
                 by_midnight.setdefault(midnight, []).append(user)
             for midnight, group in by_midnight.items():
                 sql = (f"SELECT user_id, monitor, COUNT(*) AS n FROM pam_alerts WHERE user_id IN ({_marks(len(group))})"
-                       f" AND created_at >= ? AND priority != 'urgent' AND state IN ({_marks(len(COUNTED_STATES))})"
+                       f" AND created_at >= ? AND priority != 'urgent' AND +state IN ({_marks(len(COUNTED_STATES))})"
                        " GROUP BY user_id, monitor")
                 for row in conn.execute(sql, [*group, midnight, *COUNTED_STATES]):
                     ctx.sent_today[row["user_id"]] = ctx.sent_today.get(row["user_id"], 0) + row["n"]
@@ -143,7 +144,7 @@ class SQLiteAlertQueries(SQLiteBase):
             sent = format_ts(d.release_at) if d.release_at else stamp
             states.append((a.fingerprint, a.user_id, a.monitor, a.kind, a.priority.value, a.id, sent, stamp,
                            a.epoch))
-        seen = sorted({d.alert.fingerprint for d in decisions})
+        seen = sorted({d.alert.fingerprint for d in decisions if not d.accepted})  # accepted ones are upserted
         with self._transaction(conn):
             conn.executemany(_INSERT_ALERT, alerts)
             conn.executemany(_UPSERT_STATE, states)
