@@ -238,7 +238,7 @@ async def test_persistent_failure_is_a_provider_error_remembered_for_the_run(
 @pytest.mark.anyio
 async def test_an_error_reply_is_not_retried(fake: OpenMeteoFake, client: JsonHttp) -> None:
     fake.server.fail_next(1, 400, {"error": True, "reason": "Cannot initialize ForecastVariableDaily"})
-    with pytest.raises(ProviderError, match="HTTP 400"):
+    with pytest.raises(ProviderError, match="HTTP 400: Cannot initialize ForecastVariableDaily"):
         await OpenMeteoWeather(client).daily_forecast(*MOAB)
     assert len(fake.requests()) == 1
 

@@ -110,7 +110,7 @@ class JsonHttp:
                 outcome, problem = "http_error", f"{method} {path}: HTTP {response.status_code}"
                 if response.status_code not in RETRYABLE_STATUS:
                     self._count(outcome, started)
-                    raise ProviderError(self.provider, problem)
+                    raise ProviderError(self.provider, problem + _reason(response))
                 retry_after = _retry_after(response.headers.get("Retry-After"))
             self._count(outcome, started)
             if attempt > self.retries:
@@ -139,3 +139,13 @@ def _retry_after(value: str | None) -> float | None:
         return max(0.0, float(value))
     except ValueError:
         return None  # an HTTP date: rare for these APIs; the backoff applies
+
+
+def _reason(response: httpx.Response) -> str:
+    """The API's own explanation of a refusal (Open-Meteo: ``{"error": true, "reason": ...}``), if short."""
+    try:
+        body = response.json()
+    except ValueError:
+        return ""
+    reason = body.get("reason") or body.get("error") if isinstance(body, dict) else None
+    return f": {str(reason)[:200]}" if isinstance(reason, str) and reason else ""
