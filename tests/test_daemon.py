@@ -151,7 +151,7 @@ def test_systemd_notify_watchdog_reload_and_stop(tmp_path: Path, port: int, daem
     status = daemon.json("/status")
     assert status["last_reload"]["outcome"] == "success" and status["pid"] == daemon.proc.pid
     assert status["monitors"]["every_second"]["source"] == "plugin dir"
-    assert "READY=1" in listener.wait("reloaded: 3 monitors")
+    assert "READY=1" in listener.wait("reloaded: 7 monitors")  # the 5 built-ins and the plugin dir's 2
     # run_at_startup means daemon start: a reload does not run fuel again.
     assert 'pamd_monitor_runs_total{monitor="fuel",outcome="success"} 1.0' in daemon.get("/metrics")[1]
 
