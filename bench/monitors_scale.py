@@ -24,7 +24,7 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the fakes live in tests/fakes
@@ -101,7 +101,7 @@ def child(args: argparse.Namespace) -> None:
         hub = ProviderHub(assembly.config.providers, metrics)
         job = assembly.jobs[args.child]
         runner = Runner({job.name: job}, AlertPipeline({}, metrics, book=store, settings=assembly.config.alerts),
-                        metrics, coordinator, store, providers=hub)
+                        metrics, coordinator, store, providers=hub, keep_decisions=False)
         rss_before = _rss_mb()
         started = time.perf_counter()
         result = await runner.run_tick(job, datetime.now(UTC).replace(microsecond=0))
@@ -111,7 +111,8 @@ def child(args: argparse.Namespace) -> None:
         requests = sum(s.value for m in metrics.registry.collect() if m.name == "pamd_provider_requests"
                        for s in m.samples if s.name.endswith("_total"))
         return {"monitor": args.child, "outcome": result.outcome, "error": result.error, "seconds": seconds,
-                "alerts": len(result.decisions), "degraded": result.degradations, "rss_before_mb": rss_before,
+                "alerts": result.produced, "accepted": result.accepted, "degraded": result.degradations,
+                "rss_before_mb": rss_before,
                 "rss_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                 "provider_requests": requests, "skipped_rows": dict(store.skipped_rows)}
 
@@ -121,7 +122,11 @@ def child(args: argparse.Namespace) -> None:
 def naive_fuel(db: Path, limit: int) -> dict[str, Any]:
     """The baseline: three queries per user (profile, vehicle, fill-ups), then the same estimate."""
     from pamd.store.records import FuelFill, FuelInput, FuelVehicle, parse_ts
-    from pamd_plugins.fuel import FuelConfig, FuelEstimate, classify, estimate_fuel
+
+    if TYPE_CHECKING:  # mypy sees the source tree; installed, the built-in plugins are pamd_plugins
+        from plugins.fuel import FuelConfig, FuelEstimate, classify, estimate_fuel
+    else:
+        from pamd_plugins.fuel import FuelConfig, FuelEstimate, classify, estimate_fuel
 
     cfg, now = FuelConfig(), datetime.now(UTC)
     conn = sqlite3.connect(db)
@@ -156,6 +161,30 @@ def _rss_mb() -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     return 0.0
+
+
+def report(results: list[dict[str, Any]], users: int, baseline: dict[str, Any]) -> None:
+    """Print the table, the verdicts against the targets, and the ratio to the naive baseline."""
+    print(f"\n{'monitor':<12} {'outcome':<8} {'tick s':>8} {'users/s':>10} {'alerts':>8} {'requests':>8} "
+          f"{'RSS MB':>7} {'peak MB':>8} {'growth':>7}  target")
+    for r in results:
+        rate = users / r["seconds"] if r["seconds"] else 0.0
+        growth = r["rss_peak_mb"] - r["rss_before_mb"]
+        target = TARGET_USERS_PER_S.get(r["monitor"])
+        verdict = []
+        if target:
+            verdict.append(f"users/s {'PASS' if rate >= target else 'FAIL'} (>= {target:,.0f})")
+        verdict.append(f"growth {'PASS' if growth <= TARGET_RSS_GROWTH_MB else 'FAIL'} (<= {TARGET_RSS_GROWTH_MB:.0f})")
+        print(f"{r['monitor']:<12} {r['outcome']:<8} {r['seconds']:>8.2f} {rate:>10,.0f} {r['alerts']:>8,} "
+              f"{r['provider_requests']:>8.0f} {r['rss_before_mb']:>7.1f} {r['rss_peak_mb']:>8.1f} {growth:>7.1f}  "
+              + "; ".join(verdict))
+        if r["degraded"] or r["error"]:
+            print(f"{'':<12} degraded: {r['degraded']} error: {r['error']}")
+    naive_rate = baseline["users"] / baseline["seconds"]
+    fuel = next((r for r in results if r["monitor"] == "fuel"), None)
+    print(f"\nbaseline: naive fuel (3 queries per user) {naive_rate:,.0f} users/s over {baseline['users']:,} users")
+    if fuel:
+        print(f"ratio pamd fuel / naive fuel: {users / fuel['seconds'] / naive_rate:.2f}x")
 
 
 def main() -> None:
@@ -197,26 +226,7 @@ def main() -> None:
                 continue
             results.append(json.loads(out.stdout.strip().splitlines()[-1]))
     baseline = naive_fuel(db, min(args.users, 20_000))
-    print(f"\n{'monitor':<12} {'outcome':<8} {'tick s':>8} {'users/s':>10} {'alerts':>8} {'requests':>8} "
-          f"{'RSS MB':>7} {'peak MB':>8} {'growth':>7}  target")
-    for r in results:
-        rate = args.users / r["seconds"] if r["seconds"] else 0.0
-        growth = r["rss_peak_mb"] - r["rss_before_mb"]
-        target = TARGET_USERS_PER_S.get(r["monitor"])
-        verdict = []
-        if target:
-            verdict.append(f"users/s {'PASS' if rate >= target else 'FAIL'} (>= {target:,.0f})")
-        verdict.append(f"growth {'PASS' if growth <= TARGET_RSS_GROWTH_MB else 'FAIL'} (<= {TARGET_RSS_GROWTH_MB:.0f})")
-        print(f"{r['monitor']:<12} {r['outcome']:<8} {r['seconds']:>8.2f} {rate:>10,.0f} {r['alerts']:>8,} "
-              f"{r['provider_requests']:>8.0f} {r['rss_before_mb']:>7.1f} {r['rss_peak_mb']:>8.1f} {growth:>7.1f}  "
-              + "; ".join(verdict))
-        if r["degraded"] or r["error"]:
-            print(f"{'':<12} degraded: {r['degraded']} error: {r['error']}")
-    naive_rate = baseline["users"] / baseline["seconds"]
-    fuel = next((r for r in results if r["monitor"] == "fuel"), None)
-    print(f"\nbaseline: naive fuel (3 queries per user) {naive_rate:,.0f} users/s over {baseline['users']:,} users")
-    if fuel:
-        print(f"ratio pamd fuel / naive fuel: {args.users / fuel['seconds'] / naive_rate:.2f}x")
+    report(results, args.users, baseline)
     results_dir = ROOT / "bench" / "results"
     results_dir.mkdir(exist_ok=True)
     out_path = results_dir / f"scale-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"

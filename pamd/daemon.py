@@ -143,7 +143,7 @@ class Daemon:
         pipeline = AlertPipeline(assembly.sinks, self.metrics, book=self.store, settings=assembly.config.alerts)
         providers = ProviderHub(assembly.config.providers, self.metrics)
         runner = Runner(assembly.jobs, pipeline, self.metrics, self.coordinator, self.store,
-                        assembly.config.daemon.max_concurrent_ticks, providers=providers)
+                        assembly.config.daemon.max_concurrent_ticks, providers=providers, keep_decisions=False)
         if self.current is not None:  # share state so overlap protection and history survive a reload
             for name in assembly.jobs.keys() & self.current.runner.states.keys():
                 state = self.current.runner.states[name]

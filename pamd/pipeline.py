@@ -10,7 +10,9 @@ Without an alert book (no store) it only stamps and delivers.
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 
 from pamd.alerts.book import AlertBook, AlertContext
@@ -18,7 +20,7 @@ from pamd.alerts.decide import Decision, decide
 from pamd.alerts.prefs import effective
 from pamd.config import AlertsSection
 from pamd.metrics import Metrics
-from pamd.model import Alert, new_alert_id
+from pamd.model import Alert, PackedAlerts, Priority, new_alert_id
 from pamd.sinks.base import Sink
 
 log = logging.getLogger("pamd.pipeline")
@@ -48,7 +50,7 @@ class AlertPipeline:
     async def submit(
         self,
         monitor: str,
-        alerts: Iterable[Alert],
+        alerts: Iterable[Alert] | PackedAlerts,
         *,
         epoch: int,
         now: datetime | None = None,
@@ -57,15 +59,19 @@ class AlertPipeline:
         complete: bool = False,
         user_id: str | None = None,
         scheduled_at: datetime | None = None,
-    ) -> list[Decision]:
-        """Process one tick's alerts. ``complete``: the tick evaluated every user (or ``user_id``) without
-        degradation, so fingerprints it did not produce are resolved. ``dry_run`` decides but writes and
-        delivers nothing."""
+        keep: bool = True,
+    ) -> Submitted:
+        """Process one tick's alerts, a batch at a time. ``complete``: the tick evaluated every user (or
+        ``user_id``) without degradation, so fingerprints it did not produce are resolved. ``dry_run`` decides but
+        writes and delivers nothing. ``keep``: return every decision (else only the counts, which keeps a big
+        tick's memory to one batch)."""
         now = now or datetime.now(UTC)
-        stamped = _strongest_per_fingerprint(self._stamp(a, monitor, epoch, now) for a in alerts)
-        decisions: list[Decision] = []
-        batches = [stamped[i : i + BATCH] for i in range(0, len(stamped), BATCH)] or [[]]
-        for index, batch in enumerate(batches):
+        source = alerts if isinstance(alerts, PackedAlerts) else [stamp(a, monitor, epoch, now) for a in alerts]
+        order = _strongest_per_fingerprint(source)
+        result = Submitted(produced=len(source))
+        batches = [order[i : i + BATCH] for i in range(0, len(order), BATCH)] or [[]]
+        for index, chunk in enumerate(batches):
+            batch = [source[i] for i in chunk]
             decided = await self.decide(monitor, batch, now, cooldown)
             if self.book is not None and not dry_run:
                 last = index == len(batches) - 1
@@ -75,14 +81,16 @@ class AlertPipeline:
                     self.metrics.alerts_resolved.labels(monitor).inc(len(resolved))
                     log.info("monitor %s: %d condition(s) resolved", monitor, len(resolved),
                              extra={"monitor": monitor})
-            decisions += decided
-        for d in decisions:
-            outcome = "dry_run" if dry_run else d.outcome
-            if outcome != "delivered":
-                self.metrics.alerts.labels(monitor, d.alert.priority.value, outcome).inc()
-        if not dry_run:
-            await self._deliver_all([d.alert for d in decisions if d.outcome == "delivered"], monitor, "delivered")
-        return decisions
+            for d in decided:
+                result.outcomes[d.outcome] += 1
+                outcome = "dry_run" if dry_run else d.outcome
+                if outcome != "delivered":
+                    self.metrics.alerts.labels(monitor, d.alert.priority.value, outcome).inc()
+            if not dry_run:
+                await self._deliver_all([d.alert for d in decided if d.outcome == "delivered"], monitor, "delivered")
+            if keep:
+                result.decisions += decided
+        return result
 
     async def decide(
         self, monitor: str, alerts: Sequence[Alert], now: datetime, cooldown: timedelta
@@ -148,15 +156,6 @@ class AlertPipeline:
             if failed:
                 await self.book.mark_alerts(failed, "failed", stamp)
 
-    @staticmethod
-    def _stamp(alert: Alert, monitor: str, epoch: int, now: datetime) -> Alert:
-        alert.monitor = monitor
-        alert.epoch = epoch
-        alert.id = alert.id or new_alert_id(int(now.timestamp() * 1000))
-        alert.created_at = alert.created_at or now
-        alert.fingerprint = alert.fingerprint or alert.default_fingerprint()
-        return alert
-
     async def _deliver(self, alert: Alert) -> bool:
         ok = True
         for name, sink in self.sinks.items():
@@ -179,11 +178,42 @@ class AlertPipeline:
                 log.warning("sink close failed: %s", exc)
 
 
-def _strongest_per_fingerprint(alerts: Iterable[Alert]) -> list[Alert]:
-    """One alert per fingerprint (the highest priority), ordered by user then priority (urgent first)."""
-    best: dict[str, Alert] = {}
-    for alert in alerts:
-        kept = best.get(alert.fingerprint)
-        if kept is None or alert.priority > kept.priority:
-            best[alert.fingerprint] = alert
-    return sorted(best.values(), key=lambda a: (a.user_id, -a.priority.rank, a.fingerprint))
+def stamp(alert: Alert, monitor: str, epoch: int, now: datetime) -> Alert:
+    """Fill in what the pipeline owns: monitor, epoch, a sortable id, creation time and (if empty) fingerprint."""
+    alert.monitor = monitor
+    alert.epoch = epoch
+    alert.id = alert.id or new_alert_id(int(now.timestamp() * 1000))
+    alert.created_at = alert.created_at or now
+    alert.fingerprint = alert.fingerprint or alert.default_fingerprint()
+    return alert
+
+
+@dataclass
+class Submitted:
+    """What :meth:`AlertPipeline.submit` did: how many alerts the tick produced, what became of them, and (if
+    kept) every decision."""
+
+    produced: int = 0
+    outcomes: Counter[str] = field(default_factory=Counter)
+    decisions: list[Decision] = field(default_factory=list)
+
+    @property
+    def accepted(self) -> int:
+        """Alerts delivered or held (stored for delivery)."""
+        return self.outcomes["delivered"] + self.outcomes["held"]
+
+
+def _strongest_per_fingerprint(alerts: PackedAlerts | list[Alert]) -> list[int]:
+    """Indices of one alert per fingerprint (the highest priority), ordered by user then priority (urgent first)."""
+    best: dict[str, tuple[int, str, Priority]] = {}
+    for index in range(len(alerts)):
+        if isinstance(alerts, PackedAlerts):
+            user, fingerprint, priority = alerts.key(index)
+        else:
+            alert = alerts[index]
+            user, fingerprint, priority = alert.user_id, alert.fingerprint, alert.priority
+        kept = best.get(fingerprint)
+        if kept is None or priority > kept[2]:
+            best[fingerprint] = (index, user, priority)
+    ranked = sorted(best.items(), key=lambda item: (item[1][1], -item[1][2].rank, item[0]))
+    return [index for _, (index, _, _) in ranked]

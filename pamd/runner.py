@@ -22,9 +22,9 @@ from pamd.backoff import RETRY_BASE_SECONDS, backoff
 from pamd.coordination.base import Coordinator
 from pamd.jobs import Job
 from pamd.metrics import Metrics
-from pamd.model import Alert
+from pamd.model import Alert, PackedAlerts
 from pamd.monitor import Explanation, MonitorContext
-from pamd.pipeline import AlertPipeline
+from pamd.pipeline import AlertPipeline, stamp
 from pamd.store.base import Store
 
 if TYPE_CHECKING:
@@ -62,6 +62,8 @@ class TickResult:
     outcome: str
     alerts: list[Alert] = field(default_factory=list)
     decisions: list[Decision] = field(default_factory=list)
+    produced: int = 0
+    accepted: int = 0
     explanation: list[Explanation] | None = None
     degradations: list[str] = field(default_factory=list)
     error: str | None = None
@@ -83,6 +85,7 @@ class Runner:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         retry_base_seconds: float = RETRY_BASE_SECONDS,
         providers: ProviderHub | None = None,
+        keep_decisions: bool = True,
     ) -> None:
         self.jobs = jobs
         self.pipeline = pipeline
@@ -92,6 +95,7 @@ class Runner:
         self.clock = clock
         self.retry_base_seconds = retry_base_seconds
         self.providers = providers
+        self.keep_decisions = keep_decisions  # False in the daemon: a big tick's alerts are not kept after it
         self.states: dict[str, JobState] = {name: JobState() for name in jobs}
         self._limiter = anyio.CapacityLimiter(max(1, max_concurrent_ticks))
         self._tg: anyio.abc.TaskGroup | None = None
@@ -212,8 +216,11 @@ class Runner:
             )
             try:
                 with anyio.fail_after(job.timeout):
-                    # Alerts are buffered per attempt: a failed attempt leaves nothing half-delivered.
-                    alerts = await collect(job, ctx, self._is_async[job.name])
+                    # Alerts are buffered per attempt (packed: a big tick's candidates stay small in memory), so a
+                    # failed attempt leaves nothing half-delivered.
+                    alerts = PackedAlerts()
+                    packer = _packer(alerts, job.name, ctx.epoch, self.clock())
+                    await collect(job, ctx, self._is_async[job.name], packer)
                 break
             except Exception as exc:
                 if result.attempts > job.retries:
@@ -225,9 +232,11 @@ class Runner:
                 await anyio.sleep(delay)
         result.explanation = ctx.explanation
         result.degradations = ctx.degradations
-        result.decisions = await self.pipeline.submit(
+        submitted = await self.pipeline.submit(
             job.name, alerts, epoch=self.coordinator.epoch, now=self.clock(), cooldown=job.cooldown, dry_run=dry_run,
-            complete=not ctx.degradations, user_id=user_id, scheduled_at=scheduled_at)
+            complete=not ctx.degradations, user_id=user_id, scheduled_at=scheduled_at, keep=self.keep_decisions)
+        result.produced, result.accepted = submitted.produced, submitted.accepted
+        result.decisions = submitted.decisions
         result.alerts = [d.alert for d in result.decisions]
 
     def _record(self, job: Job, state: JobState, result: TickResult) -> None:
@@ -236,20 +245,22 @@ class Runner:
         state.last_outcome = result.outcome
         state.last_error = result.error
         state.last_duration_seconds = round(result.duration_seconds, 6)
-        state.last_alerts = sum(1 for d in result.decisions if d.accepted)
+        state.last_alerts = result.accepted
         state.last_degradations = result.degradations
         metrics = self._metrics[job.name]
         metrics.runs[result.outcome].inc()
         metrics.duration.observe(result.duration_seconds)
         extra = {"monitor": job.name, "scheduled_at": result.scheduled_at.isoformat(), "outcome": result.outcome,
-                 "duration_seconds": state.last_duration_seconds, "alerts": len(result.alerts)}
+                 "duration_seconds": state.last_duration_seconds, "alerts": result.produced,
+                 "accepted": result.accepted}
         if result.degradations:
             metrics.degraded.inc()
             extra["degraded"] = result.degradations
         if result.outcome == "success":
             metrics.last_success.set(now.timestamp())
             metrics.up.set(1)
-            log.info("monitor %s: tick done, %d alert(s)", job.name, len(result.alerts), extra=extra)
+            log.info("monitor %s: tick done, %d alert(s), %d accepted", job.name, result.produced, result.accepted,
+                     extra=extra)
         else:
             metrics.up.set(0)
             log.error("monitor %s: tick failed after %d attempt(s): %s", job.name, result.attempts,
@@ -261,9 +272,14 @@ def is_async_monitor(job: Job) -> bool:
     return inspect.iscoroutinefunction(run) or inspect.isasyncgenfunction(run)
 
 
-async def collect(job: Job, ctx: MonitorContext, is_async: bool | None = None) -> list[Alert]:
-    """Call the monitor and gather its alerts, whatever shape ``run`` returns."""
+async def collect(
+    job: Job, ctx: MonitorContext, is_async: bool | None = None, sink: Callable[[Alert], None] | None = None
+) -> list[Alert]:
+    """Call the monitor and gather its alerts, whatever shape ``run`` returns. With ``sink``, each alert is handed
+    to it as it is produced instead (and the returned list is empty)."""
     pamd_running_monitor = job.name  # noqa: F841 - read by pamd.loopwatch to blame a loop stall
+    gathered: list[Alert] = []
+    add = sink or gathered.append
     run = job.monitor.run
     if is_async if is_async is not None else is_async_monitor(job):
         produced: Any = run(ctx)
@@ -272,10 +288,21 @@ async def collect(job: Job, ctx: MonitorContext, is_async: bool | None = None) -
     if inspect.isawaitable(produced):
         produced = await produced
     if produced is None:
-        return []
+        return gathered
     if hasattr(produced, "__aiter__"):
-        return [_check(job, a) async for a in produced]
-    return [_check(job, a) for a in produced]
+        async for item in produced:
+            add(_check(job, item))
+    else:
+        for item in produced:
+            add(_check(job, item))
+    return gathered
+
+
+def _packer(packed: PackedAlerts, monitor: str, epoch: int, now: datetime) -> Callable[[Alert], None]:
+    def add(alert: Alert) -> None:
+        packed.append(stamp(alert, monitor, epoch, now))
+
+    return add
 
 
 def _check(job: Job, item: object) -> Alert:

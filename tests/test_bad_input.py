@@ -36,8 +36,8 @@ def run_bad(tmp_path: Path, config_text: str) -> tuple[int, str]:
         ("[monitors.fuel]\n\ntimezone = 'Europe/Berlinn'\n",
          "config.toml:3: monitors.fuel.timezone: unknown timezone 'Europe/Berlinn'"),
         ("[monitors.fuel]\nmedium_pct = 'lots'\n", "config.toml:2: monitors.fuel.medium_pct: expected `float`"),
-        ("[monitors.fule]\nenabled = false\n", "config.toml:1: monitors.fule: no such monitor (known: budget, context, fuel, "
-         "maintenance, weather)"),
+        ("[monitors.fule]\nenabled = false\n",
+         "config.toml:1: monitors.fule: no such monitor (known: budget, context, fuel, maintenance, weather)"),
         ("[alerts]\nquiet_start = '7pm'\nquiet_end = '07:00'\n", "config.toml:2: alerts.quiet_start: expected `str` "
          "matching regex"),
         ("[monitors.fuel]\ncooldown = -5\n", "config.toml:2: monitors.fuel.cooldown: must not be negative"),

@@ -64,8 +64,8 @@ def candidate(user: str = "ann", priority: Priority = P.MEDIUM, kind: str = "fue
 
 async def tick(p: AlertPipeline, now: datetime, *alerts: Alert, complete: bool = True,
                user: str | None = None) -> list[str]:
-    decisions = await p.submit("fuel", list(alerts), epoch=1, now=now, cooldown=COOLDOWN, complete=complete,
-                               user_id=user)
+    decisions = (await p.submit("fuel", list(alerts), epoch=1, now=now, cooldown=COOLDOWN, complete=complete,
+                                user_id=user)).decisions
     return [d.outcome for d in decisions]
 
 
@@ -157,7 +157,8 @@ async def test_daily_cap_per_local_day_urgent_exempt(store: SQLiteStore) -> None
 
     async def run(now: datetime) -> dict[str, str]:
         alerts = [candidate(subject=s) for s in ("a", "b", "c")] + [candidate(subject="d", priority=P.URGENT)]
-        decisions = await p.submit("fuel", alerts, epoch=1, now=now, cooldown=timedelta(days=1), complete=True)
+        decisions = (await p.submit("fuel", alerts, epoch=1, now=now, cooldown=timedelta(days=1),
+                                    complete=True)).decisions
         return {d.alert.subject: d.outcome for d in decisions}
 
     first = await run(T0)
@@ -177,8 +178,8 @@ async def test_opt_out_dry_run_and_failed_delivery(store: SQLiteStore) -> None:
     await store.add_rows("notification_preferences", [{"user_id": "bob", "monitor": "fuel", "enabled": False}])
     sink = Recorder()
     p = pipeline(store, sink)
-    decisions = await p.submit("fuel", [candidate(), candidate(user="bob")], epoch=1, now=T0, cooldown=COOLDOWN,
-                               dry_run=True)
+    decisions = (await p.submit("fuel", [candidate(), candidate(user="bob")], epoch=1, now=T0, cooldown=COOLDOWN,
+                                dry_run=True)).decisions
     assert [d.outcome for d in decisions] == ["delivered", "opted_out"]
     assert sink.got == [] and rows(store, "SELECT COUNT(*) FROM pam_alerts") == [(0,)]
     assert rows(store, "SELECT COUNT(*) FROM pam_alert_state") == [(0,)]
