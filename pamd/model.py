@@ -5,9 +5,10 @@ from __future__ import annotations
 import enum
 import hashlib
 import os
+import tempfile
 import time
 from datetime import datetime
-from typing import Any
+from typing import Any, BinaryIO
 
 import msgspec
 
@@ -104,26 +105,62 @@ class _AlertKey(msgspec.Struct):
 
 
 class PackedAlerts:
-    """Alerts kept as MessagePack bytes: a tick's candidates take a third of the memory of the objects, and the
-    pipeline decodes them a batch at a time. Alerts must be stamped (fingerprint set) before they are packed."""
+    """A tick's alerts kept as MessagePack bytes, decoded a batch at a time by the pipeline.
+
+    Up to ``memory_limit`` bytes stay in memory; beyond that they spill to an unnamed temporary file, so a tick
+    with a hundred thousand alerts does not hold them all in RAM. Alerts must be stamped (fingerprint set) before
+    they are packed.
+    """
 
     _encoder = msgspec.msgpack.Encoder()
     _decoder = msgspec.msgpack.Decoder(Alert)
     _key_decoder = msgspec.msgpack.Decoder(_AlertKey)
 
-    def __init__(self) -> None:
+    def __init__(self, memory_limit: int = 8 << 20) -> None:
+        self.memory_limit = memory_limit
         self._blobs: list[bytes] = []
+        self._in_memory = 0
+        self._file: BinaryIO | None = None
+        self._spilled: list[tuple[int, int]] = []  # (offset, length) in the file, after the in-memory ones
+        self._end = 0
 
     def append(self, alert: Alert) -> None:
-        self._blobs.append(self._encoder.encode(alert))
+        blob = self._encoder.encode(alert)
+        if self._file is None and self._in_memory + len(blob) <= self.memory_limit:
+            self._blobs.append(blob)
+            self._in_memory += len(blob)
+            return
+        if self._file is None:
+            self._file = tempfile.TemporaryFile(prefix="pamd-alerts-")  # noqa: SIM115 - closed by close()
+        self._file.write(blob)  # appends: reads use pread, which leaves the file position alone
+        self._spilled.append((self._end, len(blob)))
+        self._end += len(blob)
 
     def __len__(self) -> int:
-        return len(self._blobs)
+        return len(self._blobs) + len(self._spilled)
+
+    def _blob(self, index: int) -> bytes:
+        if index < len(self._blobs):
+            return self._blobs[index]
+        assert self._file is not None
+        offset, length = self._spilled[index - len(self._blobs)]
+        self._file.flush()
+        return os.pread(self._file.fileno(), length, offset)
 
     def __getitem__(self, index: int) -> Alert:
-        return self._decoder.decode(self._blobs[index])
+        return self._decoder.decode(self._blob(index))
 
     def key(self, index: int) -> tuple[str, str, Priority]:
         """``(user_id, fingerprint, priority)`` of alert ``index``."""
-        key = self._key_decoder.decode(self._blobs[index])
+        key = self._key_decoder.decode(self._blob(index))
         return key.user_id, key.fingerprint, key.priority
+
+    def close(self) -> None:
+        """Drop everything (the spill file is deleted)."""
+        self._blobs, self._spilled = [], []
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __del__(self) -> None:
+        self.close()

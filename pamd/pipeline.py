@@ -25,7 +25,7 @@ from pamd.sinks.base import Sink
 
 log = logging.getLogger("pamd.pipeline")
 
-BATCH = 5000  # alerts decided and recorded per store round trip (and transaction)
+BATCH = 2000  # alerts decided and recorded per store round trip (and transaction)
 
 
 class AlertPipeline:

@@ -232,9 +232,13 @@ class Runner:
                 await anyio.sleep(delay)
         result.explanation = ctx.explanation
         result.degradations = ctx.degradations
-        submitted = await self.pipeline.submit(
-            job.name, alerts, epoch=self.coordinator.epoch, now=self.clock(), cooldown=job.cooldown, dry_run=dry_run,
-            complete=not ctx.degradations, user_id=user_id, scheduled_at=scheduled_at, keep=self.keep_decisions)
+        try:
+            submitted = await self.pipeline.submit(
+                job.name, alerts, epoch=self.coordinator.epoch, now=self.clock(), cooldown=job.cooldown,
+                dry_run=dry_run, complete=not ctx.degradations, user_id=user_id, scheduled_at=scheduled_at,
+                keep=self.keep_decisions)
+        finally:
+            alerts.close()
         result.produced, result.accepted = submitted.produced, submitted.accepted
         result.decisions = submitted.decisions
         result.alerts = [d.alert for d in result.decisions]

@@ -197,3 +197,25 @@ async def test_duplicate_fingerprints_in_one_tick_keep_the_strongest(store: SQLi
     p = pipeline(store, sink)
     assert await tick(p, T0, candidate(), candidate(priority=P.HIGH), candidate()) == ["delivered"]
     assert [a.priority for a in sink.got] == [P.HIGH]
+
+
+@pytest.mark.anyio
+async def test_packed_alerts_spill_to_disk_and_go_through_the_pipeline(store: SQLiteStore) -> None:
+    from pamd.model import PackedAlerts
+    from pamd.pipeline import stamp
+
+    packed = PackedAlerts(memory_limit=600)  # a few alerts in memory, the rest in the spill file
+    originals = [stamp(candidate(user=u, subject=str(n), priority=p), "fuel", 1, T0)
+                 for n, (u, p) in enumerate([("ann", P.MEDIUM), ("bob", P.HIGH), ("ann", P.URGENT)] * 4)]
+    for alert in originals:
+        packed.append(alert)
+    assert packed._file is not None and len(packed) == 12
+    assert [packed[i] for i in range(12)] == originals
+    assert packed.key(11) == ("ann", originals[11].fingerprint, P.URGENT)
+    sink = Recorder()
+    submitted = await pipeline(store, sink).submit("fuel", packed, epoch=1, now=T0, cooldown=COOLDOWN, keep=False)
+    assert (submitted.produced, submitted.accepted, submitted.decisions) == (12, 12, [])
+    assert sorted(a.id for a in sink.got) == sorted(a.id for a in originals)
+    assert [a.user_id for a in sink.got] == ["ann"] * 8 + ["bob"] * 4  # per user, urgent first
+    assert [a.priority for a in sink.got[:4]] == [P.URGENT] * 4
+    packed.close()
