@@ -151,7 +151,11 @@ def _explain(args: argparse.Namespace) -> int:
         known = ", ".join(sorted(assembly.jobs)) or "none"
         print(f"pamd: no monitor {unknown[0]!r} (known: {known})", file=sys.stderr)
         return 2
-    reports = anyio.run(explain, assembly, args.user_id, monitors)
+    try:
+        reports = anyio.run(explain, assembly, args.user_id, monitors)
+    except LookupError as exc:
+        print(f"pamd: {exc}", file=sys.stderr)
+        return 1
     if args.json:
         print(json.dumps({"user_id": args.user_id, "monitors": reports}, indent=2, default=str))
     else:

@@ -16,6 +16,7 @@ from typing import Any, TextIO
 import msgspec
 
 from pamd.assemble import Assembly
+from pamd.config import redact
 from pamd.coordination import open_coordinator
 from pamd.metrics import Metrics
 from pamd.pipeline import AlertPipeline
@@ -63,8 +64,12 @@ async def trigger(assembly: Assembly, monitor: str, user: str | None, dry_run: b
 
 async def explain(assembly: Assembly, user: str, monitors: list[str]) -> list[dict[str, Any]]:
     """Run each of ``monitors`` for ``user`` in explain mode; one report per monitor."""
-    reports = []
+    reports: list[dict[str, Any]] = []
     async with one_shot_runner(assembly, deliver=False) as runner:
+        lookup = getattr(runner.store, "monitored_profile", None)
+        if lookup is not None and await lookup(user) is None:
+            raise LookupError(f"no monitored user {user!r} in {redact(assembly.config.store_url, 'url')} "
+                              "(unknown id, or a profile whose status is inactive)")
         for name in monitors:
             job = assembly.jobs[name]
             result = await runner.run_tick(job, _now(), user_id=user, dry_run=True, explain=True)

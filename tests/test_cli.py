@@ -83,6 +83,8 @@ def test_explain_says_why_before_and_after_delivery(workdir: Path) -> None:
     healthy = run_cli("explain", "demo-u04", "--monitor", "fuel", cwd=workdir)
     assert "no alert" in healthy.stdout and "above thresholds" in healthy.stdout
     assert run_cli("explain", "demo-u04", "--monitor", "nope", cwd=workdir).returncode == 2
+    unknown = run_cli("explain", "nobody", cwd=workdir)
+    assert unknown.returncode == 1 and "no monitored user 'nobody'" in unknown.stderr
 
 
 def test_config_show_redacts_secrets(workdir: Path) -> None:

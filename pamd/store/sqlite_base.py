@@ -166,6 +166,11 @@ class SQLiteBase:
             max_driving_hours=hours if hours is not None and hours > 0 else None,
         )
 
+    async def monitored_profile(self, user_id: str) -> Profile | None:
+        """The profile of ``user_id`` if it exists and is monitored (its status is not inactive), else ``None``."""
+        profiles = await self._call(self._profiles, None, 1, user_id)
+        return profiles[0] if profiles else None
+
     async def _pages(
         self,
         fetch: Callable[[sqlite3.Connection, list[Profile]], list[R]],
