@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import enum
 import hashlib
 import os
@@ -83,17 +84,16 @@ class Alert(msgspec.Struct, kw_only=True):
 
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_FROM_RFC4648 = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", _CROCKFORD.encode())
 
 
 def new_alert_id(now_ms: int | None = None) -> str:
     """A ULID: 48-bit millisecond timestamp + 80 random bits, Crockford base32, lexicographically sortable."""
     ms = int(time.time() * 1000) if now_ms is None else now_ms
     value = (ms << 80) | int.from_bytes(os.urandom(10), "big")
-    chars = []
-    for _ in range(26):
-        chars.append(_CROCKFORD[value & 31])
-        value >>= 5
-    return "".join(reversed(chars))
+    # 26 base32 digits hold 130 bits: the 128-bit value with two leading zero bits. Left-aligned in 17 bytes, the
+    # standard base32 codec encodes exactly those 130 bits first; then swap RFC 4648's alphabet for Crockford's.
+    return base64.b32encode((value << 6).to_bytes(17, "big"))[:26].translate(_FROM_RFC4648).decode()
 
 
 class _AlertKey(msgspec.Struct):

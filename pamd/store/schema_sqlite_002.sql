@@ -16,7 +16,6 @@ CREATE TABLE IF NOT EXISTS pam_alert_state (
 CREATE INDEX IF NOT EXISTS pam_alert_state_monitor_seen_idx ON pam_alert_state (monitor, last_seen_at);
 CREATE INDEX IF NOT EXISTS pam_alert_state_user_idx ON pam_alert_state (user_id, monitor);
 
--- Held alerts (quiet hours) wait until deliver_after; the daily cap counts a user's alerts since local midnight.
+-- Held alerts (quiet hours) wait until deliver_after. (The daily cap counts through pam_alerts_user_monitor_idx.)
 ALTER TABLE pam_alerts ADD COLUMN deliver_after TEXT;
-CREATE INDEX IF NOT EXISTS pam_alerts_user_created_idx ON pam_alerts (user_id, created_at);
 CREATE INDEX IF NOT EXISTS pam_alerts_held_idx ON pam_alerts (deliver_after) WHERE state = 'held';

@@ -1,0 +1,30 @@
+"""Alert ids: ULIDs that sort by creation time, checked against a plain reference encoder."""
+
+from __future__ import annotations
+
+from unittest import mock
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pamd.model import new_alert_id
+
+CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+
+
+def reference_ulid(ms: int, randomness: bytes) -> str:
+    value = (ms << 80) | int.from_bytes(randomness, "big")
+    return "".join(CROCKFORD[(value >> (5 * i)) & 31] for i in reversed(range(26)))
+
+
+@given(st.integers(0, 2**48 - 1), st.binary(min_size=10, max_size=10))
+def test_ulid_matches_the_reference_encoding(ms: int, randomness: bytes) -> None:
+    with mock.patch("os.urandom", return_value=randomness):
+        assert new_alert_id(ms) == reference_ulid(ms, randomness)
+
+
+@given(st.integers(0, 2**48 - 2), st.integers(1, 10**6))
+def test_later_ids_sort_later(ms: int, step: int) -> None:
+    later = min(ms + step, 2**48 - 1)
+    assert new_alert_id(ms) < new_alert_id(later)
+    assert len(new_alert_id(ms)) == 26 and set(new_alert_id(ms)) <= set(CROCKFORD)
