@@ -70,18 +70,24 @@ class ProviderSection(_Section):
     cache_ttl: float = 0.0  # seconds an answer is reused across ticks (0: each tick asks again)
 
 
-def _weather_default() -> ProviderSection:
-    return ProviderSection(base_url="https://api.open-meteo.com")
+class WeatherProviderSection(ProviderSection):
+    """``[providers.weather]``: Open-Meteo."""
+
+    base_url: str = "https://api.open-meteo.com"
 
 
-def _places_default() -> ProviderSection:
-    # Stations and garages change over months; Overpass's fair-use limits are low: reuse answers for a day.
-    return ProviderSection(base_url="https://overpass-api.de/api", timeout=25.0, cache_ttl=86400.0)
+class PlacesProviderSection(ProviderSection):
+    """``[providers.places]``: OpenStreetMap's Overpass API. Stations and garages change over months and Overpass's
+    fair-use limits are low, so answers are reused for a day."""
+
+    base_url: str = "https://overpass-api.de/api"
+    timeout: float = 25.0
+    cache_ttl: float = 86400.0
 
 
 class ProvidersSection(_Section):
-    weather: ProviderSection = msgspec.field(default_factory=_weather_default)
-    places: ProviderSection = msgspec.field(default_factory=_places_default)
+    weather: WeatherProviderSection = msgspec.field(default_factory=WeatherProviderSection)
+    places: PlacesProviderSection = msgspec.field(default_factory=PlacesProviderSection)
     user_agent: str = "pamd (proactive monitoring daemon; https://github.com/pamd/pamd)"
 
 

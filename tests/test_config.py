@@ -101,3 +101,14 @@ def test_secrets_are_redacted(tmp_path: Path) -> None:
     assert shown["sinks"]["webhook"]["secret"] == "***"
     assert "hunter2" not in repr(shown) and "s3'" not in repr(shown)
     assert redact({"api_key": "k", "nested": {"token": "t"}}) == {"api_key": "***", "nested": {"token": "***"}}
+
+
+def test_a_provider_table_keeps_that_providers_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text('[providers.places]\nbase_url = "http://127.0.0.1:1"\n\n[providers.weather]\nretries = 0\n')
+    config = load_config(path, {"PAMD_PROVIDERS__PLACES__RETRIES": "5"})
+    places, weather = config.providers.places, config.providers.weather
+    assert (places.base_url, places.timeout, places.cache_ttl, places.retries) == ("http://127.0.0.1:1", 25.0,
+                                                                                   86400.0, 5)
+    assert (weather.base_url, weather.timeout, weather.cache_ttl, weather.retries) == (
+        "https://api.open-meteo.com", 10.0, 0.0, 0)

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 import pamd
 from pamd import hookspecs
-from pamd.config import ProviderSection, ProvidersSection
+from pamd.config import PlacesProviderSection, ProvidersSection
 from pamd.providers import ProviderHub
 from pamd.runner import TickResult
 from pamd.store.records import FuelFill, FuelInput, FuelVehicle, Position
@@ -273,7 +273,8 @@ def overpass() -> Iterator[FakeOverpass]:
 @pytest.fixture
 async def hub(overpass: FakeOverpass) -> AsyncIterator[ProviderHub]:
     overpass.reset()
-    providers = ProviderHub(ProvidersSection(places=ProviderSection(base_url=overpass.url, timeout=2.0, retries=0)))
+    section = PlacesProviderSection(cache_ttl=0, base_url=overpass.url, timeout=2.0, retries=0)
+    providers = ProviderHub(ProvidersSection(places=section))
     yield providers
     await providers.aclose()
 
@@ -378,7 +379,7 @@ async def test_no_lookup_for_fuels_without_stations_or_without_providers(demo_st
     leilani = {a.user_id: a for a in alerts}["demo-u03"]
     assert leilani.facts["stations"] == [] and len(overpass.requests) == 2
     assert all(a.facts["stations"] == [] for a in (await tick(demo_store, None)).alerts)
-    off = ProviderHub(ProvidersSection(places=ProviderSection(base_url=overpass.url, enabled=False)))
+    off = ProviderHub(ProvidersSection(places=PlacesProviderSection(cache_ttl=0, base_url=overpass.url, enabled=False)))
     result = await tick(demo_store, off)  # disabled on purpose: no lookups, and not a degraded tick
     assert all(a.facts["stations"] == [] for a in result.alerts) and result.degradations == []
     assert len(overpass.requests) == 2

@@ -15,7 +15,7 @@ import pytest
 
 import pamd
 from pamd import hookspecs
-from pamd.config import ProviderSection, ProvidersSection
+from pamd.config import PlacesProviderSection, ProvidersSection
 from pamd.providers import ProviderHub
 from pamd.runner import TickResult
 from pamd.store.records import Position, Profile
@@ -334,7 +334,8 @@ def overpass() -> Iterator[FakeOverpass]:
 @pytest.fixture
 async def hub(overpass: FakeOverpass) -> AsyncIterator[ProviderHub]:
     overpass.reset()
-    providers = ProviderHub(ProvidersSection(places=ProviderSection(base_url=overpass.url, timeout=2.0, retries=0)))
+    section = PlacesProviderSection(cache_ttl=0, base_url=overpass.url, timeout=2.0, retries=0)
+    providers = ProviderHub(ProvidersSection(places=section))
     yield providers
     await providers.aclose()
 
@@ -387,7 +388,7 @@ async def test_provider_failure_degrades_and_alerts_without_shops(tmp_path: Path
     assert {a.user_id: a.priority for a in result.alerts} == EXPECTED
     assert all(a.facts["shops"] == [] and "shop" not in a.body for a in result.alerts)
     assert result.degradations and "HTTP 504" in result.degradations[0]
-    off = ProviderHub(ProvidersSection(places=ProviderSection(base_url=overpass.url, enabled=False)))
+    off = ProviderHub(ProvidersSection(places=PlacesProviderSection(cache_ttl=0, base_url=overpass.url, enabled=False)))
     result = await tick(store, off)  # disabled on purpose: not a degraded tick
     assert result.degradations == [] and all(a.facts["shops"] == [] for a in result.alerts)
     await store.aclose()

@@ -9,7 +9,7 @@ import anyio
 import msgspec
 import pytest
 
-from pamd.config import ProviderSection, ProvidersSection
+from pamd.config import PlacesProviderSection, ProvidersSection
 from pamd.providers import ProviderError, ProviderHub
 from pamd.providers.http import JsonHttp
 from pamd.providers.places import (
@@ -317,7 +317,8 @@ async def test_timeout(fake: FakeOverpass) -> None:
 
 @pytest.mark.anyio
 async def test_through_the_hub(fake: FakeOverpass) -> None:
-    hub = ProviderHub(ProvidersSection(places=ProviderSection(base_url=fake.url, timeout=2.0, retries=0)))
+    section = PlacesProviderSection(cache_ttl=0, base_url=fake.url, timeout=2.0, retries=0)
+    hub = ProviderHub(ProvidersSection(places=section))
     try:
         tick = hub.for_tick()
         assert tick.places is tick.places
@@ -327,14 +328,14 @@ async def test_through_the_hub(fake: FakeOverpass) -> None:
         assert fake.requests[0].headers["User-Agent"].startswith("pamd")
     finally:
         await hub.aclose()
-    off = ProviderHub(ProvidersSection(places=ProviderSection(base_url=fake.url, enabled=False)))
+    off = ProviderHub(ProvidersSection(places=PlacesProviderSection(cache_ttl=0, base_url=fake.url, enabled=False)))
     with pytest.raises(ProviderError, match="disabled"):
         _ = off.for_tick().places
 
 
 @pytest.mark.anyio
 async def test_shared_cache_spans_ticks_but_never_keeps_failures(fake: FakeOverpass) -> None:
-    hub = ProviderHub(ProvidersSection(places=ProviderSection(base_url=fake.url, timeout=2.0, retries=0,
+    hub = ProviderHub(ProvidersSection(places=PlacesProviderSection(base_url=fake.url, timeout=2.0, retries=0,
                                                               cache_ttl=3600)))
     try:
         fake.server.fail_next(1, 503, "<html>busy</html>")

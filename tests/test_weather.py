@@ -15,7 +15,7 @@ import pytest
 
 import pamd
 from pamd import hookspecs
-from pamd.config import ProviderSection, ProvidersSection
+from pamd.config import ProvidersSection, WeatherProviderSection
 from pamd.providers import ProviderHub
 from pamd.providers.weather import DailyForecast, DailyWeather
 from pamd.store.demo_weather import CLEAR, RAIN, THUNDERSTORM, DemoDay, DemoForecast
@@ -325,7 +325,7 @@ def fake(server: OpenMeteoFake) -> OpenMeteoFake:
 
 @pytest.fixture
 async def hub(fake: OpenMeteoFake) -> AsyncIterator[ProviderHub]:
-    providers = ProviderHub(ProvidersSection(weather=ProviderSection(base_url=fake.url, timeout=2.0, retries=1)))
+    providers = ProviderHub(ProvidersSection(weather=WeatherProviderSection(base_url=fake.url, timeout=2.0, retries=1)))
     yield providers
     await providers.aclose()
 
@@ -369,7 +369,7 @@ async def test_demo_outcomes_hold_at_any_time_of_day(tmp_path: Path, fake: OpenM
     fake.reset(now)
     db = SQLiteStore(f"sqlite:///{tmp_path}/demo.db")
     await db.seed_demo(now)
-    hub = ProviderHub(ProvidersSection(weather=ProviderSection(base_url=fake.url, timeout=2.0, retries=0)))
+    hub = ProviderHub(ProvidersSection(weather=WeatherProviderSection(base_url=fake.url, timeout=2.0, retries=0)))
     try:
         alerts = await run_monitor(weather.WeatherMonitor(), store=db, now=now, providers=hub)
     finally:
@@ -430,7 +430,7 @@ async def test_provider_down_or_missing(store: SQLiteStore, hub: ProviderHub, fa
     result = await run_tick(weather.WeatherMonitor(), store=store, now=NOW, providers=None, retries=0)
     assert (result.outcome, result.alerts, result.degradations) == (
         "success", [], ["weather provider: no providers configured"])
-    disabled = ProviderHub(ProvidersSection(weather=ProviderSection(base_url=fake.url, enabled=False)))
+    disabled = ProviderHub(ProvidersSection(weather=WeatherProviderSection(base_url=fake.url, enabled=False)))
     result = await run_tick(weather.WeatherMonitor(), store=store, now=NOW, providers=disabled, retries=0)
     assert result.degradations == ["weather provider: disabled in [providers]"]
 
@@ -466,7 +466,7 @@ async def test_horizon_in_the_users_timezone(tmp_path: Path, fake: OpenMeteoFake
             for user, lat, lon in (("akl", -37.0, 175.0), ("hnl", 20.0, -156.0))
             for start in ("2026-03-15", "2026-03-29", "2026-03-30")]
     await db.add_rows("trips", rows)
-    hub = ProviderHub(ProvidersSection(weather=ProviderSection(base_url=fake.url, timeout=2.0, retries=0)))
+    hub = ProviderHub(ProvidersSection(weather=WeatherProviderSection(base_url=fake.url, timeout=2.0, retries=0)))
     try:
         alerts = await run_monitor(weather.WeatherMonitor(), store=db, now=now, providers=hub)
     finally:
