@@ -7,6 +7,7 @@ subclass :class:`SQLiteBase`; :class:`pamd.store.sqlite.SQLiteStore` combines th
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sqlite3
 import threading
@@ -181,14 +182,33 @@ class SQLiteBase:
         (in the worker thread, under the lock), which loads their rows and returns the records to yield."""
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
-        after: str | None = None
-        while True:
-            profiles, batch = await self._call(self._page, after, batch_size, user_id, fetch)
+
+        def step(conn: sqlite3.Connection, after: str | None) -> tuple[list[R], str | None]:
+            profiles, batch = self._page(conn, after, batch_size, user_id, fetch)
+            return batch, profiles[-1].user_id if len(profiles) == batch_size else None
+
+        async for batch in self._keyset(step):
+            yield batch
+
+    async def _keyset(
+        self, step: Callable[[sqlite3.Connection, str | None], tuple[list[R], str | None]]
+    ) -> AsyncGenerator[list[R], None]:
+        """Keyset pagination with read-ahead: ``step(conn, after)`` returns a page's records and the key to read
+        the next page after (``None`` on the last page). The next page is read in a worker thread while the caller
+        works on this one, so SQLite's own work (it releases the GIL) overlaps the monitor's."""
+        loop = asyncio.get_running_loop()
+
+        def submit(after: str | None) -> asyncio.Future[tuple[list[R], str | None]]:
+            future = loop.run_in_executor(None, self._locked, step, after)
+            future.add_done_callback(_consume)  # a read-ahead nobody awaits (the caller stopped) stays quiet
+            return future
+
+        pending: asyncio.Future[tuple[list[R], str | None]] | None = submit(None)
+        while pending is not None:
+            batch, after = await pending
+            pending = submit(after) if after is not None else None
             if batch:
                 yield batch
-            if len(profiles) < batch_size:
-                return
-            after = profiles[-1].user_id
 
     def _page(
         self,
@@ -200,3 +220,8 @@ class SQLiteBase:
     ) -> tuple[list[Profile], list[R]]:
         profiles = self._profiles(conn, after, limit, user_id)
         return profiles, (fetch(conn, profiles) if profiles else [])
+
+
+def _consume(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()

@@ -135,14 +135,13 @@ class SQLiteBudgetQueries(SQLiteBase):
         """
         if batch_size < 1 or top_categories < 0:
             raise ValueError("batch_size must be >= 1 and top_categories >= 0")
-        after: str | None = None
-        while True:
-            batch, count = await self._call(self._budget_batch, after, batch_size, user_id, now, top_categories)
-            if batch:
-                yield batch
-            if count < batch_size:
-                return
-            after = batch[-1].user_id
+
+        def step(conn: sqlite3.Connection, after: str | None) -> tuple[list[BudgetInput], str | None]:
+            batch, count = self._budget_batch(conn, after, batch_size, user_id, now, top_categories)
+            return batch, batch[-1].user_id if count >= batch_size and batch else None
+
+        async for batch in self._keyset(step):
+            yield batch
 
     def _budget_batch(
         self, conn: sqlite3.Connection, after: str | None, limit: int, user_id: str | None, now: datetime, top: int

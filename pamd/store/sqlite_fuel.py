@@ -120,15 +120,13 @@ class SQLiteFuelQueries(SQLiteBase):
         if batch_size < 1 or max_fills < 1:
             raise ValueError("batch_size and max_fills must be at least 1")
         at = now or datetime.now(UTC)
-        after: str | None = None
-        while True:
-            batch, last_id = await self._call(self._fuel_batch, after, batch_size, user_id, max_fills, at,
-                                              position_max_age)
-            if batch:
-                yield batch
-            if last_id is None or len(batch) < batch_size:
-                return
-            after = last_id
+
+        def step(conn: sqlite3.Connection, after: str | None) -> tuple[list[FuelInput], str | None]:
+            batch, last_id = self._fuel_batch(conn, after, batch_size, user_id, max_fills, at, position_max_age)
+            return batch, last_id if len(batch) == batch_size else None
+
+        async for batch in self._keyset(step):
+            yield batch
 
     def _fuel_batch(
         self, conn: sqlite3.Connection, after: str | None, limit: int, user_id: str | None, max_fills: int,
