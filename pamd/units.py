@@ -27,6 +27,12 @@ def distance(km: float, imperial: bool) -> str:
     return f"{km / KM_PER_MILE:,.0f} mi" if imperial else f"{km:,.0f} km"
 
 
+def short_distance(km: float, imperial: bool) -> str:
+    """A nearby distance, with a decimal under 10: ``"0.4 km"``, ``"12 km"``, ``"2.3 mi"``."""
+    value, unit = (km / KM_PER_MILE, "mi") if imperial else (km, "km")
+    return f"{value:.1f} {unit}" if value < 10 else f"{value:,.0f} {unit}"
+
+
 def speed(kmh: float, imperial: bool) -> str:
     """``"50 km/h"`` or ``"31 mph"``."""
     return f"{kmh / KM_PER_MILE:,.0f} mph" if imperial else f"{kmh:,.0f} km/h"

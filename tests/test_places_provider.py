@@ -18,8 +18,8 @@ from pamd.providers.places import (
     describe_places,
     fuel_kind,
     great_circle_km,
-    short_distance,
 )
+from pamd.units import short_distance
 from tests.fakes.overpass import FakeOverpass, node, offset, serve_overpass, way
 
 LAT, LON = 45.8992, 6.1294  # Annecy

@@ -33,6 +33,7 @@ from typing import Any, Literal, Protocol
 import anyio
 import msgspec
 
+from pamd import units
 from pamd.providers.cache import TTLCache
 from pamd.providers.http import JsonHttp, ProviderError
 
@@ -393,17 +394,11 @@ def _nearest(places: list[Place], lat: float, lon: float, radius_km: float, limi
 # -- text helpers for monitors ------------------------------------------------------------------------------
 
 
-def short_distance(km: float, imperial: bool) -> str:
-    """A nearby distance for alert text: ``"0.4 km"``, ``"12 km"``, ``"2.3 mi"``."""
-    value, unit = (km / 1.609344, "mi") if imperial else (km, "km")
-    return f"{value:.1f} {unit}" if value < 10 else f"{value:,.0f} {unit}"
-
-
 def describe_places(places: Iterable[dict[str, Any]], imperial: bool, unconfirmed: str = "") -> str:
     """``"Shell (0.4 km), Mike's Garage (2.1 km)"`` from :meth:`Place.fact` dicts; a place whose
     ``fuel_confirmed`` is ``False`` gets ``unconfirmed`` appended inside its parentheses."""
     parts = []
     for place in places:
         extra = f", {unconfirmed}" if unconfirmed and place.get("fuel_confirmed") is False else ""
-        parts.append(f"{place['name']} ({short_distance(place['distance_km'], imperial)}{extra})")
+        parts.append(f"{place['name']} ({units.short_distance(place['distance_km'], imperial)}{extra})")
     return ", ".join(parts)
