@@ -22,7 +22,7 @@ from pamd.runner import TickResult
 from pamd.store.records import FuelFill, FuelInput, FuelVehicle, Position
 from pamd.store.sqlite import SQLiteStore
 from pamd.testing import run_tick
-from tests.fakes.overpass import FakeOverpass, node, offset, serve_overpass, way
+from tests.fakes.overpass import FakeOverpass, node, offset, places_hub, serve_overpass, way
 
 if TYPE_CHECKING:  # mypy sees the source tree; at run time the package is installed as pamd_plugins
     from plugins import fuel
@@ -273,8 +273,7 @@ def overpass() -> Iterator[FakeOverpass]:
 @pytest.fixture
 async def hub(overpass: FakeOverpass) -> AsyncIterator[ProviderHub]:
     overpass.reset()
-    section = PlacesProviderSection(cache_ttl=0, base_url=overpass.url, timeout=2.0, retries=0)
-    providers = ProviderHub(ProvidersSection(places=section))
+    providers = places_hub(overpass.url)
     yield providers
     await providers.aclose()
 

@@ -19,6 +19,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from pamd.config import PlacesProviderSection, ProvidersSection
+from pamd.providers import ProviderHub
 from tests.fakes.server import FakeServer, Reply, Request
 
 GENERATOR = "Overpass API 0.7.62.4 2390de5a"
@@ -184,3 +186,10 @@ def serve_overpass(elements: list[dict[str, Any]] | None = None) -> Iterator[Fak
         yield fake
     finally:
         fake.stop()
+
+
+def places_hub(url: str, **settings: Any) -> ProviderHub:
+    """A :class:`ProviderHub` whose places provider is the fake at ``url``: no cross-tick cache, a 2 s timeout and
+    no retries unless ``settings`` say otherwise. Close it after use."""
+    options: dict[str, Any] = {"cache_ttl": 0, "timeout": 2.0, "retries": 0} | settings
+    return ProviderHub(ProvidersSection(places=PlacesProviderSection(base_url=url, **options)))
