@@ -91,6 +91,8 @@ class Daemon:
                 self.loopwatch = LoopWatch(self.metrics, self._disable_stalled, config.daemon.stall_threshold,
                                            config.daemon.stall_disable_after)
                 tg.start_soon(self.loopwatch.run)
+                assert self.coordinator is not None
+                tg.start_soon(self.coordinator.run)
                 await self._start_generation(assembly)
                 if sock is not None:
                     await tg.start(http.serve, sock, self)
@@ -124,7 +126,7 @@ class Daemon:
         self.store = await prepare_store(config.store_url, config.store.seed_demo)
         self.metrics.watch_store(self.store)
         self.coordinator = open_coordinator(config.coordination.url, config.coordination.prefix,
-                                            str(config.state_dir))
+                                            str(config.state_dir), self.metrics)
         await self.coordinator.start()
 
     async def _close_backends(self) -> None:

@@ -91,6 +91,15 @@ class Metrics:
             self.provider_latency.labels(provider)
             for outcome in PROVIDER_OUTCOMES:
                 self.provider_requests.labels(provider, outcome)
+        self.leader = Gauge("pamd_leader", "1 while this replica is the leader", registry=r)
+        self.leader_epoch = Gauge("pamd_leader_epoch", "Fencing epoch of this replica's last leadership term",
+                                  registry=r)
+        self.leadership_changes = Counter("pamd_leadership_changes_total",
+                                          "Times this replica became or stopped being the leader", registry=r)
+        self.tick_claims = Counter("pamd_tick_claims_total", "Tick claims by outcome (won: this replica runs it)",
+                                   ["outcome"], registry=r)
+        for claim_outcome in ("won", "lost"):
+            self.tick_claims.labels(claim_outcome)
         self.reloads = Counter("pamd_config_reloads_total", "SIGHUP reloads by outcome", ["outcome"], registry=r)
         for outcome in ("success", "error"):
             self.reloads.labels(outcome)

@@ -7,8 +7,12 @@ import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:  # daemon_proc imports this module
+    from tests.daemon_proc import DaemonProcess
 
 REPO = Path(__file__).resolve().parent.parent
 PAMD = str(Path(sys.executable).with_name("pamd"))
@@ -77,3 +81,12 @@ retries = 0
         encoding="utf-8",
     )
     return path
+
+
+@pytest.fixture
+def daemons() -> Iterator[list[DaemonProcess]]:
+    """Daemon subprocesses a test started; any still running are killed after it."""
+    started: list[DaemonProcess] = []
+    yield started
+    for daemon in started:
+        daemon.kill()

@@ -7,7 +7,6 @@ import shutil
 import signal
 import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,20 +16,15 @@ from tests.daemon_proc import DaemonProcess, wait_for
 from tests.plugin_sources import BROKEN_IMPORT, RECORDER, plugin_dir
 
 
-@pytest.fixture
-def daemons() -> Iterator[list[DaemonProcess]]:
-    started: list[DaemonProcess] = []
-    yield started
-    for daemon in started:
-        daemon.kill()
-
-
 def test_embedded_default_shows_alerts_within_seconds(tmp_path: Path, port: int,
                                                       daemons: list[DaemonProcess]) -> None:
     # Exactly the README's demo: the repo's config.toml, a fresh directory, nothing else configured.
     shutil.copy(REPO / "config.toml", tmp_path / "config.toml")
     started = time.monotonic()
-    daemon = DaemonProcess(tmp_path, None, port, env={"PAMD_HTTP__LISTEN": f"127.0.0.1:{port}"})
+    # No network here: the providers point at a closed local port, so their lookups fail at once, not after DNS.
+    daemon = DaemonProcess(tmp_path, None, port, env={
+        "PAMD_HTTP__LISTEN": f"127.0.0.1:{port}", "PAMD_PROVIDERS__PLACES__BASE_URL": "http://127.0.0.1:9",
+        "PAMD_PROVIDERS__WEATHER__BASE_URL": "http://127.0.0.1:9"})
     daemons.append(daemon)
     startup = ("fuel", "budget", "maintenance", "context")  # the demo config runs these at startup
     wait_for(lambda: all(f"{m} →" in daemon.stdout() for m in startup), 10,

@@ -1,14 +1,28 @@
 """Coordination between replicas: who schedules, and which ticks have run."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from pamd.coordination.base import Coordinator
 from pamd.coordination.local import LocalCoordinator
+
+if TYPE_CHECKING:
+    from pamd.metrics import Metrics
 
 __all__ = ["Coordinator", "LocalCoordinator", "open_coordinator"]
 
 
-def open_coordinator(url: str, prefix: str, state_dir: str) -> Coordinator:
-    """The coordinator for ``[coordination] url``: empty means this single replica (local)."""
+def open_coordinator(url: str, prefix: str, state_dir: str, metrics: Metrics | None = None) -> Coordinator:
+    """The coordinator for ``[coordination] url``: empty means this single replica (local); ``redis://``,
+    ``rediss://`` (TLS) or ``unix://`` elect a leader among replicas sharing that Redis and ``prefix``.
+    Nothing connects until the coordinator starts."""
     if not url:
         return LocalCoordinator(state_dir)
-    scheme = url.split("://", 1)[0]
-    raise ValueError(f"unsupported coordination url scheme {scheme!r} (supported here: empty for local)")
+    scheme = url.split("://", 1)[0].lower()
+    if scheme in ("redis", "rediss", "unix"):
+        from pamd.coordination.redis import RedisCoordinator
+
+        return RedisCoordinator(url, prefix, metrics=metrics)
+    raise ValueError(f"unsupported coordination url scheme {scheme!r} (supported: empty for local, redis://, "
+                     "rediss://, unix://)")

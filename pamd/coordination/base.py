@@ -20,6 +20,9 @@ class Coordinator(Protocol):
     async def start(self) -> None:
         """Load persisted state / begin campaigning."""
 
+    async def run(self) -> None:
+        """Campaign for leadership and keep it (runs in the daemon's task group until cancelled)."""
+
     async def claim_tick(self, monitor: str, scheduled_at: datetime) -> bool:
         """True if this replica may run ``(monitor, scheduled_at)``; False if it ran or was claimed already."""
 

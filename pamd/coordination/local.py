@@ -37,6 +37,9 @@ class LocalCoordinator:
         self._last = {name: datetime.fromisoformat(ts) for name, ts in state.get("last_tick", {}).items()}
         self._write()
 
+    async def run(self) -> None:
+        """Nothing to campaign for: a single replica always leads."""
+
     async def claim_tick(self, monitor: str, scheduled_at: datetime) -> bool:
         last = self._last.get(monitor)
         if last is not None and scheduled_at <= last:
