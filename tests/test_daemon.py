@@ -54,6 +54,7 @@ def test_http_endpoints(tmp_path: Path, port: int, daemons: list[DaemonProcess])
     assert daemon.get("/healthz")[0] == 200
     assert daemon.get("/nope")[0] == 404
     metrics = daemon.get("/metrics")[1]
+    assert "pamd_leader 1.0" in metrics and "pamd_leader_epoch 1.0" in metrics
     for line in ('pamd_build_info{python=', 'pamd_monitor_runs_total{monitor="fuel",outcome="success"} 1.0',
                  'pamd_monitor_runs_total{monitor="fuel",outcome="timeout"} 0.0',
                  'pamd_monitor_run_duration_seconds_bucket{le="0.005",monitor="fuel"}',

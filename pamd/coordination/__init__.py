@@ -18,7 +18,7 @@ def open_coordinator(url: str, prefix: str, state_dir: str, metrics: Metrics | N
     ``rediss://`` (TLS) or ``unix://`` elect a leader among replicas sharing that Redis and ``prefix``.
     Nothing connects until the coordinator starts."""
     if not url:
-        return LocalCoordinator(state_dir)
+        return LocalCoordinator(state_dir, metrics)
     scheme = url.split("://", 1)[0].lower()
     if scheme in ("redis", "rediss", "unix"):
         from pamd.coordination.redis import RedisCoordinator

@@ -7,7 +7,10 @@ import os
 import socket
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pamd.metrics import Metrics
 
 STATE_FILE = "schedule-state.json"
 
@@ -16,8 +19,9 @@ class LocalCoordinator:
     """Always the leader. Remembers the last claimed tick per monitor so a restart neither repeats a tick nor
     forgets the ticks it missed while down; each start begins a new epoch."""
 
-    def __init__(self, state_dir: str | Path) -> None:
+    def __init__(self, state_dir: str | Path, metrics: Metrics | None = None) -> None:
         self.path = Path(state_dir) / STATE_FILE
+        self.metrics = metrics
         self.identity = f"{socket.gethostname()}:{os.getpid()}"
         self._epoch = 0
         self._last: dict[str, datetime] = {}
@@ -36,6 +40,9 @@ class LocalCoordinator:
         self._epoch = int(state.get("epoch", 0)) + 1
         self._last = {name: datetime.fromisoformat(ts) for name, ts in state.get("last_tick", {}).items()}
         self._write()
+        if self.metrics is not None:
+            self.metrics.leader.set(1)
+            self.metrics.leader_epoch.set(self._epoch)
 
     async def run(self) -> None:
         """Nothing to campaign for: a single replica always leads."""
