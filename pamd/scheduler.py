@@ -63,6 +63,7 @@ class Scheduler:
             for job in self.jobs.values():
                 if job.enabled:
                     tg.start_soon(self._job_loop, job)
+            tg.start_soon(self._follow_leadership)
 
     async def _job_loop(self, job: Job) -> None:
         self._live_loops += 1
@@ -81,19 +82,37 @@ class Scheduler:
 
     async def _startup(self, job: Job, now: datetime) -> None:
         """Catch up a tick missed while down (coalesced, within grace), else honour ``run_at_startup``."""
-        last = await self.coordinator.last_tick(job.name)
-        if last is not None and last < now:
-            window_start = max(last, now - job.misfire_grace - job.jitter)
-            recent = list(job.schedule.between(window_start, now))
-            missed = self._count_missed(job, last, window_start)
-            if recent:
-                missed += len(recent) - 1
-                self._record_missed(job, missed, "while the daemon was down")
-                await self._fire(job, recent[-1])
-                return
-            self._record_missed(job, missed, "while the daemon was down")
+        if await self._catch_up(job, now, "while the daemon was down"):
+            return
         if job.run_at_startup and self.daemon_start:
             await self._fire(job, now.replace(microsecond=0), on_time=False)
+
+    async def _catch_up(self, job: Job, now: datetime, why: str) -> bool:
+        """Run the newest tick since the last claimed one if it is within grace (older ones count as missed);
+        True if one was due. A tick another replica already claimed is not run again."""
+        last = await self.coordinator.last_tick(job.name)
+        if last is None or last >= now:
+            return False
+        window_start = max(last, now - job.misfire_grace - job.jitter)
+        recent = list(job.schedule.between(window_start, now))
+        missed = self._count_missed(job, last, window_start) + max(0, len(recent) - 1)
+        self._record_missed(job, missed, why)
+        if recent:
+            await self._fire(job, recent[-1])
+        return bool(recent)
+
+    async def _follow_leadership(self) -> None:
+        """After a failover, the new leader runs each job's newest unclaimed tick that is still within grace."""
+        wait = getattr(self.coordinator, "wait_new_term", None)
+        if wait is None:  # a single replica leads from the start
+            return
+        while True:
+            await wait()
+            now = self.clock()
+            log.info("new leadership term %d: catching up ticks missed during the handover", self.coordinator.epoch)
+            for job in self.jobs.values():
+                if job.enabled:
+                    await self._catch_up(job, now, "during a leader handover")
 
     def _count_missed(self, job: Job, last: datetime, until: datetime) -> int:
         count = 0

@@ -163,3 +163,48 @@ async def test_jitter_delays_the_start_not_the_tick_identity(tmp_path: Path) -> 
     for scheduled_at, started in monitor.runs:
         assert scheduled_at.microsecond == 0
         assert (started - scheduled_at) >= job.jitter - timedelta(milliseconds=5)
+
+
+class FailoverCoordinator(LocalCoordinator):
+    """A follower until ``promote()``: then a new term starts, as after the old leader died."""
+
+    def __init__(self, state_dir: Path) -> None:
+        super().__init__(state_dir)
+        self.leading = False
+        self.term = anyio.Event()
+
+    def is_leader(self) -> bool:
+        return self.leading
+
+    async def wait_new_term(self) -> None:
+        await self.term.wait()
+        self.term = anyio.Event()
+
+    def promote(self) -> None:
+        self.leading = True
+        self.term.set()
+
+
+async def test_a_new_leader_runs_the_tick_the_old_one_left_unclaimed(tmp_path: Path) -> None:
+    clock = Clock()
+    monitor = Recorder(clock)
+    monitor_every_10s = "*/10 * * * * *"
+    coordinator = FailoverCoordinator(tmp_path)
+    await coordinator.start()
+    now = clock()
+    boundary = now.replace(microsecond=0) - timedelta(seconds=now.second % 10)
+    # The old leader ran the tick before the newest 10-second boundary, then died.
+    await coordinator.claim_tick("rec", boundary - timedelta(seconds=10))
+    promoted_at: list[datetime] = []
+
+    async def fail_over() -> None:
+        await anyio.sleep(0.3)
+        promoted_at.append(clock())
+        coordinator.promote()
+
+    await scheduling(tmp_path, monitor, 0.6, clock, coordinator=coordinator, during=fail_over,
+                     schedule=monitor_every_10s, misfire_grace=15)
+    assert monitor.runs, "the unclaimed tick was not caught up"
+    scheduled, ran_at = monitor.runs[0]
+    assert scheduled == boundary and ran_at - promoted_at[0] < timedelta(seconds=0.5)
+    assert not await coordinator.claim_tick("rec", boundary)  # claimed: nobody runs it again

@@ -109,6 +109,7 @@ class RedisCoordinator:
         self._renewed_at = 0.0
         self._last_error = ""
         self._wake = anyio.Event()
+        self._new_term = anyio.Event()
 
     # -- keys ---------------------------------------------------------------------------------------------------
 
@@ -241,9 +242,15 @@ class RedisCoordinator:
             log.warning("stepping down as leader (epoch %d): %s", self._epoch, why)
             self._changed(False)
 
+    async def wait_new_term(self) -> None:
+        """Return when this replica next becomes leader (the scheduler then catches up missed ticks)."""
+        await self._new_term.wait()
+
     def _changed(self, leading: bool) -> None:
         if leading:
             log.info("became leader, epoch %d (%s)", self._epoch, self.identity)
+            self._new_term.set()
+            self._new_term = anyio.Event()
         if self.metrics is not None:
             self.metrics.leader.set(1 if leading else 0)
             self.metrics.leader_epoch.set(self._epoch)
