@@ -219,3 +219,19 @@ async def test_packed_alerts_spill_to_disk_and_go_through_the_pipeline(store: SQ
     assert [a.user_id for a in sink.got] == ["ann"] * 8 + ["bob"] * 4  # per user, urgent first
     assert [a.priority for a in sink.got[:4]] == [P.URGENT] * 4
     packed.close()
+
+
+@pytest.mark.anyio
+async def test_a_stale_leader_is_fenced_off_and_delivers_nothing(store: SQLiteStore) -> None:
+    from pamd.alerts.book import FencedError
+
+    sink = Recorder()
+    p = pipeline(store, sink)
+    await p.submit("fuel", [candidate()], epoch=2, now=T0, cooldown=COOLDOWN)  # the new leader wrote
+    with pytest.raises(FencedError, match="epoch 1 is older than epoch 2"):
+        await p.submit("fuel", [candidate(user="bob")], epoch=1, now=T0, cooldown=COOLDOWN)
+    assert [a.user_id for a in sink.got] == ["ann"]
+    assert rows(store, "SELECT user_id FROM pam_alerts") == [("ann",)]
+    await p.submit("fuel", [candidate(user="bob")], epoch=0, now=T0, cooldown=COOLDOWN)  # a one-off trigger
+    await p.submit("fuel", [candidate(user="bob", subject="x")], epoch=3, now=T0, cooldown=COOLDOWN)
+    assert rows(store, "SELECT epoch FROM pamd_fence") == [(3,)]

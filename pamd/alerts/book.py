@@ -18,6 +18,11 @@ from pamd.alerts.prefs import PreferenceRow
 from pamd.model import Alert
 
 
+class FencedError(Exception):
+    """A write carried the epoch of a leadership term older than one that already wrote: its leader lost the lease
+    (a pause, a partition) and must not deliver anything."""
+
+
 class AlertContext(msgspec.Struct, kw_only=True):
     """What the pipeline needs to decide a batch of one monitor's alerts.
 
@@ -53,7 +58,11 @@ class AlertBook(Protocol):
         """In one transaction: store accepted alerts (``pending`` or ``held``), remember their fingerprints,
         mark every decided fingerprint as seen at ``now``, and, if ``sweep``, forget this monitor's fingerprints
         (of ``sweep_user`` only, if given) that were not seen at ``now``: those conditions are resolved, and
-        alerts still held for them are dropped. Returns the resolved fingerprints."""
+        alerts still held for them are dropped. Returns the resolved fingerprints.
+
+        Fencing: the decisions' epoch (a leadership term, >= 1) must not be older than the newest epoch that
+        already wrote, else :class:`FencedError` is raised and nothing is written. Epoch 0 (a one-off
+        ``pamd trigger`` outside any term) is not fenced."""
         ...
 
     async def mark_alerts(self, alert_ids: Sequence[str], state: str, now: datetime) -> None:

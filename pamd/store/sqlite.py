@@ -28,7 +28,11 @@ log = logging.getLogger("pamd.store.sqlite")
 
 OnConflict = Literal["error", "ignore", "update"]
 
-_MIGRATIONS: tuple[tuple[int, str], ...] = ((1, "schema_sqlite.sql"), (2, "schema_sqlite_002.sql"))
+_MIGRATIONS: tuple[tuple[int, str], ...] = (
+    (1, "schema_sqlite.sql"),
+    (2, "schema_sqlite_002.sql"),
+    (3, "schema_sqlite_003.sql"),
+)
 """(version, SQL resource in pamd.store), applied in order; each version at most once."""
 
 PRIMARY_KEYS: dict[str, tuple[str, ...]] = {

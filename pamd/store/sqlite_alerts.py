@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from pamd.alerts.book import AlertContext
+from pamd.alerts.book import AlertContext, FencedError
 from pamd.alerts.decide import AlertState, Decision
 from pamd.alerts.prefs import PreferenceRow, local_midnight, parse_hhmm, zone
 from pamd.model import Alert, Priority
@@ -145,7 +145,9 @@ class SQLiteAlertQueries(SQLiteBase):
             states.append((a.fingerprint, a.user_id, a.monitor, a.kind, a.priority.value, a.id, sent, stamp,
                            a.epoch))
         seen = sorted({d.alert.fingerprint for d in decisions if not d.accepted})  # accepted ones are upserted
+        epoch = max((d.alert.epoch for d in decisions), default=0)
         with self._transaction(conn):
+            self._fence(conn, epoch)
             conn.executemany(_INSERT_ALERT, alerts)
             conn.executemany(_UPSERT_STATE, states)
             conn.executemany("UPDATE pam_alert_state SET last_seen_at = ? WHERE fingerprint = ?",
@@ -161,6 +163,19 @@ class SQLiteAlertQueries(SQLiteBase):
                 conn.execute(f"UPDATE pam_alerts SET state = 'resolved', resolved_at = ? WHERE state = 'held' AND "
                              f"fingerprint IN ({_marks(len(chunk))})", [stamp, *chunk])
         return resolved
+
+    @staticmethod
+    def _fence(conn: sqlite3.Connection, epoch: int) -> None:
+        """Refuse ``epoch`` if a newer leadership term already wrote; else remember it as the newest."""
+        if epoch <= 0:
+            return
+        row = conn.execute("SELECT epoch FROM pamd_fence WHERE name = 'leader'").fetchone()
+        if row is not None and epoch < row[0]:
+            raise FencedError(f"epoch {epoch} is older than epoch {row[0]}, which already wrote: this replica "
+                              "lost its leadership and must not deliver")
+        if row is None or epoch > row[0]:
+            conn.execute("INSERT INTO pamd_fence (name, epoch) VALUES ('leader', ?) ON CONFLICT (name) DO UPDATE "
+                         "SET epoch = excluded.epoch", [epoch])
 
     async def mark_alerts(self, alert_ids: Sequence[str], state: str, now: datetime) -> None:
         """See :meth:`pamd.alerts.book.AlertBook.mark_alerts`."""
