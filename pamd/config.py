@@ -58,6 +58,11 @@ class StoreSection(_Section):
 class CoordinationSection(_Section):
     url: str = ""
     prefix: str = "pamd"
+    lease_ttl: float = 10.0  # seconds; the leader renews every third of it and steps down after two thirds
+
+    def __post_init__(self) -> None:
+        if self.lease_ttl < 0.3:
+            raise ValueError("lease_ttl must be at least 0.3 seconds")
 
 
 class ProviderSection(_Section):

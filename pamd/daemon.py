@@ -126,7 +126,7 @@ class Daemon:
         self.store = await prepare_store(config.store_url, config.store.seed_demo)
         self.metrics.watch_store(self.store)
         self.coordinator = open_coordinator(config.coordination.url, config.coordination.prefix,
-                                            str(config.state_dir), self.metrics)
+                                            str(config.state_dir), self.metrics, config.coordination.lease_ttl)
         await self.coordinator.start()
 
     async def _close_backends(self) -> None:

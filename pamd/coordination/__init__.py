@@ -13,7 +13,9 @@ if TYPE_CHECKING:
 __all__ = ["Coordinator", "LocalCoordinator", "open_coordinator"]
 
 
-def open_coordinator(url: str, prefix: str, state_dir: str, metrics: Metrics | None = None) -> Coordinator:
+def open_coordinator(
+    url: str, prefix: str, state_dir: str, metrics: Metrics | None = None, lease_ttl: float = 10.0
+) -> Coordinator:
     """The coordinator for ``[coordination] url``: empty means this single replica (local); ``redis://``,
     ``rediss://`` (TLS) or ``unix://`` elect a leader among replicas sharing that Redis and ``prefix``.
     Nothing connects until the coordinator starts."""
@@ -23,6 +25,6 @@ def open_coordinator(url: str, prefix: str, state_dir: str, metrics: Metrics | N
     if scheme in ("redis", "rediss", "unix"):
         from pamd.coordination.redis import RedisCoordinator
 
-        return RedisCoordinator(url, prefix, metrics=metrics)
+        return RedisCoordinator(url, prefix, ttl=lease_ttl, metrics=metrics)
     raise ValueError(f"unsupported coordination url scheme {scheme!r} (supported: empty for local, redis://, "
                      "rediss://, unix://)")

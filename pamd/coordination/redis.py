@@ -23,7 +23,11 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 if TYPE_CHECKING:
     from pamd.metrics import Metrics
@@ -100,8 +104,12 @@ class RedisCoordinator:
         self.metrics = metrics
         self.clock = clock
         self.identity = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
-        self._redis: aioredis.Redis = aioredis.Redis.from_url(url, socket_timeout=max(0.5, ttl / 5),
-                                                                socket_connect_timeout=max(0.5, ttl / 5))
+        # A connection broken by a Redis restart fails the next command; retry it on a fresh connection
+        # (briefly: the renew deadline must still be met).
+        retry = Retry(ExponentialBackoff(cap=ttl / 10, base=0.02), retries=3)
+        self._redis: aioredis.Redis = aioredis.Redis.from_url(
+            url, socket_timeout=max(0.5, ttl / 5), socket_connect_timeout=max(0.5, ttl / 5), retry=retry,
+            retry_on_error=[RedisConnectionError, RedisTimeoutError])
         self._scripts = {name: self._redis.register_script(text) for name, text in
                          (("acquire", ACQUIRE), ("renew", RENEW), ("release", RELEASE), ("claim", CLAIM))}
         self._epoch = 0
