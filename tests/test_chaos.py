@@ -19,6 +19,7 @@ from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -105,33 +106,39 @@ def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
     server.stop()
 
 
-def test_chaos_no_tick_twice_none_missed_none_stale(tmp_path: Path, own_redis: OwnRedis,
-                                                    daemons: list[DaemonProcess]) -> None:
-    plugins = tmp_path / "plugins"
-    plugins.mkdir(mode=0o755)
-    (plugins / "chaos_monitors.py").write_text(PLUGIN)
-    record = tmp_path / "ticks.jsonl"
-    monitors = "".join(f'[monitors.{m}]\nmisfire_grace = {GRACE}\n' for m in MONITORS)
-    extra = (f'[coordination]\nurl = "redis://127.0.0.1:{own_redis.port}/0"\nprefix = "chaos"\n'
-             f'lease_ttl = {LEASE_TTL}\n[store]\nurl = "sqlite:///{tmp_path}/shared.db"\nseed_demo = false\n'
-             f'[monitors.fuel]\nenabled = false\n[monitors.budget]\nenabled = false\n'
-             f'[monitors.weather]\nenabled = false\n[monitors.maintenance]\nenabled = false\n'
-             f'[monitors.context]\nenabled = false\n[sinks.console]\nenabled = false\n' + monitors)
-    replicas: dict[str, DaemonProcess] = {}
+class Cluster:
+    """Three ``pamd run`` replicas sharing one Redis (the test's own) and one SQLite store."""
 
-    def launch(name: str) -> None:
-        directory = tmp_path / name
+    def __init__(self, tmp_path: Path, own_redis: OwnRedis, daemons: list[DaemonProcess]) -> None:
+        self.tmp_path, self.redis, self.daemons = tmp_path, own_redis, daemons
+        self.plugins = tmp_path / "plugins"
+        self.plugins.mkdir(mode=0o755)
+        (self.plugins / "chaos_monitors.py").write_text(PLUGIN)
+        self.record = tmp_path / "ticks.jsonl"
+        self.extra = (
+            f'[coordination]\nurl = "redis://127.0.0.1:{own_redis.port}/0"\nprefix = "chaos"\n'
+            f'lease_ttl = {LEASE_TTL}\n[store]\nurl = "sqlite:///{tmp_path}/shared.db"\nseed_demo = false\n'
+            "[sinks.console]\nenabled = false\n"
+            + "".join(f"[monitors.{m}]\nenabled = false\n" for m in ("fuel", "budget", "weather", "maintenance",
+                                                                     "context"))
+            + "".join(f"[monitors.{m}]\nmisfire_grace = {GRACE}\n" for m in MONITORS))
+        self.replicas: dict[str, DaemonProcess] = {}
+        self.windows: list[tuple[datetime, datetime]] = []  # failovers: ticks due then may be coalesced or lost
+        self.events: list[str] = []
+
+    def launch(self, name: str) -> None:
+        directory = self.tmp_path / name
         directory.mkdir(exist_ok=True)
         port = free_port()
-        config = write_config(directory, port, extra, daemon=f'plugin_dirs = ["{plugins}"]')
-        daemon = DaemonProcess(directory, config, port, env={"TEST_PAMD_CHAOS_RECORD": str(record),
+        config = write_config(directory, port, self.extra, daemon=f'plugin_dirs = ["{self.plugins}"]')
+        daemon = DaemonProcess(directory, config, port, env={"TEST_PAMD_CHAOS_RECORD": str(self.record),
                                                               "TEST_PAMD_REPLICA": name})
-        daemons.append(daemon)
+        self.daemons.append(daemon)
         daemon.wait_ready()
-        replicas[name] = daemon
+        self.replicas[name] = daemon
 
-    def leader() -> str | None:
-        for name, daemon in replicas.items():
+    def leader(self) -> str | None:
+        for name, daemon in self.replicas.items():
             try:
                 if daemon.json("/status")["leader"]:
                     return name
@@ -139,66 +146,75 @@ def test_chaos_no_tick_twice_none_missed_none_stale(tmp_path: Path, own_redis: O
                 continue
         return None
 
+    def act(self, action: str) -> None:
+        """Do one bad thing, wait until some replica leads again, and remember the window."""
+        target = self.leader()
+        began = datetime.now(UTC)
+        if action == "kill" and target:
+            self.replicas[target].proc.send_signal(signal.SIGKILL)
+            self.replicas[target].proc.wait()
+            del self.replicas[target]
+            wait_for(lambda: self.leader() is not None, LEASE_TTL + 5, "no new leader after SIGKILL")
+            self.launch(target)
+        elif action == "stop" and target:
+            self.replicas[target].proc.send_signal(signal.SIGSTOP)
+            time.sleep(LEASE_TTL + 1.5)  # beyond its lease: another replica takes over
+            self.replicas[target].proc.send_signal(signal.SIGCONT)
+        elif action == "redis_restart":
+            self.redis.stop()
+            time.sleep(1)
+            self.redis.start()
+        elif action == "pause":
+            self.redis.pause(2.0)
+            time.sleep(2.5)
+        wait_for(lambda: self.leader() is not None, LEASE_TTL + 8, f"no leader after {action}")
+        self.windows.append((began, datetime.now(UTC)))
+        self.events.append(f"{action}:{target}@{began:%H:%M:%S}-{datetime.now(UTC):%H:%M:%S}")
+
+    def stop(self) -> None:
+        for daemon in self.replicas.values():
+            assert daemon.stop() == 0
+
+    def delivered(self) -> list[dict[str, Any]]:
+        alerts = []
+        for name in ("r1", "r2", "r3"):
+            path = self.tmp_path / name / "state" / "alerts.jsonl"
+            if path.exists():
+                alerts += [json.loads(line) for line in path.read_text().splitlines()]
+        return alerts
+
+
+def test_chaos_no_tick_twice_none_missed_none_stale(tmp_path: Path, own_redis: OwnRedis,
+                                                    daemons: list[DaemonProcess]) -> None:
+    cluster = Cluster(tmp_path, own_redis, daemons)
     for name in ("r1", "r2", "r3"):
-        launch(name)
+        cluster.launch(name)
     started = datetime.now(UTC)
-    windows: list[tuple[datetime, datetime]] = []  # failovers: ticks due then may be coalesced or lost
+    deadline = time.monotonic() + SECONDS
     actions = ["kill", "stop", "redis_restart", "pause", "kill", "stop"]
     random.shuffle(actions)
-    deadline = time.monotonic() + SECONDS
-    events: list[str] = []
     for action in actions:
         if time.monotonic() > deadline - 8:
             break
         time.sleep(3)
-        target = leader()
-        began = datetime.now(UTC)
-        if action == "kill" and target:
-            replicas[target].proc.send_signal(signal.SIGKILL)
-            replicas[target].proc.wait()
-            del replicas[target]
-            wait_for(lambda: leader() is not None, LEASE_TTL + 5, "no new leader after SIGKILL")
-            launch(target)
-        elif action == "stop" and target:
-            replicas[target].proc.send_signal(signal.SIGSTOP)
-            time.sleep(LEASE_TTL + 1.5)  # beyond its lease: another replica takes over
-            replicas[target].proc.send_signal(signal.SIGCONT)
-        elif action == "redis_restart":
-            own_redis.stop()
-            time.sleep(1)
-            own_redis.start()
-        elif action == "pause":
-            own_redis.pause(2.0)
-            time.sleep(2.5)
-        wait_for(lambda: leader() is not None, LEASE_TTL + 8, f"no leader after {action}")
-        windows.append((began, datetime.now(UTC)))
-        events.append(f"{action}:{target}@{began:%H:%M:%S}-{datetime.now(UTC):%H:%M:%S}")
-    remaining = deadline - time.monotonic()
-    if remaining > 0:
-        time.sleep(remaining)
-    time.sleep(2)
+        cluster.act(action)
+    time.sleep(max(0.0, deadline - time.monotonic()) + 2)
     ended = datetime.now(UTC)
-    for daemon in replicas.values():
-        assert daemon.stop() == 0
+    cluster.stop()
 
-    runs = [json.loads(line) for line in record.read_text().splitlines()]
+    runs = [json.loads(line) for line in cluster.record.read_text().splitlines()]
     per_tick = Counter((r["monitor"], r["scheduled_at"]) for r in runs)
     twice = [tick for tick, count in per_tick.items() if count > 1]
     ticks = [(m, s) for m in MONITORS for s in _seconds(started, ended)]
-    outside = [(m, s) for m, s in ticks if not _in_windows(s, windows)]
+    outside = [(m, s) for m, s in ticks if not _in_windows(s, cluster.windows)]
     missed = [tick for tick in outside if tick not in per_tick]
-    caught_up = [any(w[0].isoformat() <= r["scheduled_at"] <= w[1].isoformat() for w in windows) for r in runs]
-    delivered = []
-    for name in ("r1", "r2", "r3"):
-        path = tmp_path / name / "state" / "alerts.jsonl"
-        if path.exists():
-            delivered += [json.loads(line) for line in path.read_text().splitlines()]
+    delivered = cluster.delivered()
     claimed_epoch = {(r["monitor"], r["scheduled_at"]): r["epoch"] for r in runs}
     stale = [a for a in delivered if a["epoch"] < claimed_epoch.get((a["title"], a["subject"]), 0)]
-    print(f"chaos: {SECONDS:.0f} s, events {events}, ticks due {len(ticks)} ({len(outside)} outside "
-          f"{len(windows)} failover windows), runs {len(runs)} ({sum(caught_up)} inside windows), ran twice "
-          f"{len(twice)}, missed outside windows {len(missed)}, alerts delivered {len(delivered)}, stale {len(stale)},"
-          f" epochs {sorted({r['epoch'] for r in runs})}")
+    print(f"chaos: {SECONDS:.0f} s, events {cluster.events}, ticks due {len(ticks)} ({len(outside)} outside "
+          f"{len(cluster.windows)} failover windows), runs {len(runs)}, ran twice {len(twice)}, missed outside "
+          f"windows {len(missed)}, alerts delivered {len(delivered)}, stale {len(stale)}, "
+          f"epochs {sorted({r['epoch'] for r in runs})}")
     assert not twice, twice[:10]
     assert not missed, missed[:10]
     assert len(delivered) == len(runs)  # every run's alert was delivered once, by the replica that ran it
