@@ -185,7 +185,8 @@ class Cluster:
 
 
 def test_chaos_no_tick_twice_none_missed_none_stale(tmp_path: Path, own_redis: OwnRedis,
-                                                    daemons: list[DaemonProcess]) -> None:
+                                                    daemons: list[DaemonProcess],
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
     cluster = Cluster(tmp_path, own_redis, daemons)
     for name in ("r1", "r2", "r3"):
         cluster.launch(name)
@@ -211,10 +212,11 @@ def test_chaos_no_tick_twice_none_missed_none_stale(tmp_path: Path, own_redis: O
     delivered = cluster.delivered()
     claimed_epoch = {(r["monitor"], r["scheduled_at"]): r["epoch"] for r in runs}
     stale = [a for a in delivered if a["epoch"] < claimed_epoch.get((a["title"], a["subject"]), 0)]
-    print(f"chaos: {SECONDS:.0f} s, events {cluster.events}, ticks due {len(ticks)} ({len(outside)} outside "
-          f"{len(cluster.windows)} failover windows), runs {len(runs)}, ran twice {len(twice)}, missed outside "
-          f"windows {len(missed)}, alerts delivered {len(delivered)}, stale {len(stale)}, "
-          f"epochs {sorted({r['epoch'] for r in runs})}")
+    with capsys.disabled():  # the counts show in the test run's output, not only on failure
+        print(f"\nchaos: {SECONDS:.0f} s, events {cluster.events}, ticks due {len(ticks)} ({len(outside)} outside "
+              f"{len(cluster.windows)} failover windows), runs {len(runs)}, ran twice {len(twice)}, missed outside "
+              f"windows {len(missed)}, alerts delivered {len(delivered)}, stale {len(stale)}, "
+              f"epochs {sorted({r['epoch'] for r in runs})}")
     assert not twice, twice[:10]
     assert not missed, missed[:10]
     assert len(delivered) == len(runs)  # every run's alert was delivered once, by the replica that ran it
