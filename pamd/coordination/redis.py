@@ -6,7 +6,8 @@
 * Claims: ``SET {prefix}:tick:{monitor}:{scheduled_at} <epoch> NX EX`` in a script that refuses an epoch older
   than the current one, so a paused ex-leader that wakes up cannot claim anything.
 * A graceful stop deletes the lease (compare-and-delete) and publishes on ``{prefix}:leader:events`` so a follower
-  takes over at once; followers otherwise try to acquire about every second.
+  takes over at once; otherwise a follower tries again when the holder's lease would run out (at most every
+  ``retry_interval`` seconds while there is no lease), so a crashed leader is replaced within about ``ttl``.
 
 redis-py is imported when this module is, which only happens when ``[coordination] url`` is a Redis URL.
 """
@@ -34,12 +35,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pamd.coordination")
 
-# KEYS: leader, epoch. ARGV: token, ttl ms. Returns the new epoch, or 0 when someone else holds the lease.
+# KEYS: leader, epoch. ARGV: token, ttl ms. Returns {new epoch, 0}, or {0, ms left on the holder's lease}.
 ACQUIRE = """
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  return redis.call('INCR', KEYS[2])
+  return {redis.call('INCR', KEYS[2]), 0}
 end
-return 0
+return {0, redis.call('PTTL', KEYS[1])}
 """
 # KEYS: leader. ARGV: token, ttl ms. 1 when renewed, 0 when the lease is not ours (expired or taken).
 RENEW = """
@@ -118,6 +119,7 @@ class RedisCoordinator:
         self._last_error = ""
         self._wake = anyio.Event()
         self._new_term = anyio.Event()
+        self._follow_wait = retry_interval
 
     # -- keys ---------------------------------------------------------------------------------------------------
 
@@ -146,7 +148,7 @@ class RedisCoordinator:
                 tg.start_soon(self._listen_for_release)
                 while True:
                     await self._step()
-                    interval = self.ttl / 3 if self._leading else self.retry_interval
+                    interval = self.ttl / 3 if self._leading else self._follow_wait
                     with anyio.move_on_after(interval):
                         await self._wake.wait()
                     self._wake = anyio.Event()
@@ -221,14 +223,23 @@ class RedisCoordinator:
                     self._step_down("the lease was lost (expired or taken)")
             else:
                 started = self.clock()
-                epoch = int(await self._scripts["acquire"](keys=[self.key("leader"), self.key("epoch")],
-                                                           args=[self.identity, int(self.ttl * 1000)]))
-                if epoch:
-                    self._epoch, self._leading, self._renewed_at = epoch, True, started
+                epoch, left_ms = await self._scripts["acquire"](keys=[self.key("leader"), self.key("epoch")],
+                                                                args=[self.identity, int(self.ttl * 1000)])
+                if int(epoch):
+                    self._epoch, self._leading, self._renewed_at = int(epoch), True, started
                     self._changed(True)
+                else:
+                    # Nothing to win before the holder's lease runs out (unless it announces a release), so a
+                    # follower asks again then, not every second: a fraction of a command per second when idle.
+                    left = int(left_ms) / 1000
+                    if left_ms == -1:  # a lease without expiry, set by hand: look again now and then
+                        self._follow_wait = self.retry_interval
+                    else:  # -2 (it just expired) or the time left
+                        self._follow_wait = max(0.05, min(left + 0.02, self.ttl))
             self._recovered()
         except RedisError as exc:
             self._failed(str(exc))
+            self._follow_wait = self.retry_interval
             if self._leading and self.clock() - self._renewed_at >= self.renew_deadline:
                 self._step_down("Redis did not answer before the renew deadline")
 
