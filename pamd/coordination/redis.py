@@ -215,10 +215,11 @@ class RedisCoordinator:
     async def _step(self) -> None:
         try:
             if self._leading:
+                sent = self.clock()  # the lease runs from when the renewal was sent at the latest: count from here
                 renewed = await self._scripts["renew"](keys=[self.key("leader")],
                                                        args=[self.identity, int(self.ttl * 1000)])
                 if renewed:
-                    self._renewed_at = self.clock()
+                    self._renewed_at = sent
                 else:
                     self._step_down("the lease was lost (expired or taken)")
             else:
