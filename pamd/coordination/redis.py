@@ -215,7 +215,7 @@ class RedisCoordinator:
     async def _step(self) -> None:
         try:
             if self._leading:
-                sent = self.clock()  # the lease runs from when the renewal was sent at the latest: count from here
+                sent = self.clock()  # Redis extended the lease after this moment: counting from it errs safe
                 renewed = await self._scripts["renew"](keys=[self.key("leader")],
                                                        args=[self.identity, int(self.ttl * 1000)])
                 if renewed:
