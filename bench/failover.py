@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -173,6 +174,42 @@ def idle_cost(workdir: Path, redis_port: int, ttl: float, window: float) -> tupl
     return lone, both - lone
 
 
+def redbeat_crash_failover(workdir: Path, redis_port: int, lock_timeout: int) -> float | None:
+    """SIGKILL the beat holding RedBeat's lock; seconds until the other beat sends its first task. ``None`` when
+    Celery/RedBeat are not installed in bench/.venv-peers."""
+    python = ROOT / "bench" / ".venv-peers" / "bin" / "python"
+    probe = subprocess.run([str(python), "-c", "import celery, redbeat"], capture_output=True, check=False)
+    if not python.exists() or probe.returncode != 0:
+        return None
+    env = dict(os.environ, BENCH_REDIS=f"redis://127.0.0.1:{redis_port}/0", BENCH_LOCK_TIMEOUT=str(lock_timeout),
+               PYTHONPATH=str(ROOT / "bench" / "peers"))
+    logs = [workdir / f"beat-{n}-{time.monotonic_ns()}.log" for n in (1, 2)]
+    beats = []
+    for log in logs:
+        with log.open("wb") as out:
+            beats.append(subprocess.Popen([str(python), "-m", "celery", "-A", "redbeat_app", "beat", "-l", "info",
+                                           "-s", str(workdir / f"{log.stem}.schedule")],
+                                          env=env, stdout=out, stderr=subprocess.STDOUT, cwd=workdir))
+        if len(beats) == 1:
+            Replica.wait(lambda log=log: "Sending due task" in log.read_text(), 30)  # the first beat leads
+    time.sleep(3)  # the second beat waits on the lock
+    since = time.time()
+    beats[0].kill()
+    beats[0].wait()
+    try:
+        Replica.wait(lambda: "Sending due task" in logs[1].read_text(), lock_timeout + 60)
+        for line in logs[1].read_text().splitlines():
+            found = re.match(r"\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})", line)
+            if found and "Sending due task" in line:
+                at = datetime.strptime(found[1], "%Y-%m-%d %H:%M:%S,%f").replace(tzinfo=UTC)
+                return max(0.0, at.timestamp() - since)
+    finally:
+        beats[1].kill()
+        beats[1].wait()
+        redis.Redis(port=redis_port).flushall()
+    return None
+
+
 def _fmt(values: Any) -> str:
     return "/".join(f"{v:.3f}" for v in values) + " s"
 
@@ -196,11 +233,13 @@ def main() -> None:
             graceful = [failover(workdir, port, ttl, signal.SIGTERM) for _ in range(args.rounds)]
             crash = [failover(workdir, port, ttl, signal.SIGKILL) for _ in range(args.rounds)]
             leader_cps, follower_cps = idle_cost(workdir, port, ttl, args.idle_window)
+            redbeat = redbeat_crash_failover(workdir, port, int(ttl))
             results[f"ttl_{ttl:g}"] = {"graceful_handover_s": [g[0] for g in graceful],
                                        "graceful_first_tick_s": [g[1] for g in graceful],
                                        "crash_handover_s": [c[0] for c in crash],
                                        "crash_first_tick_s": [c[1] for c in crash],
-                                       "idle_leader_cmds_per_s": leader_cps, "idle_follower_cmds_per_s": follower_cps}
+                                       "idle_leader_cmds_per_s": leader_cps, "idle_follower_cmds_per_s": follower_cps,
+                                       "redbeat_crash_first_send_s": redbeat}
             worst_graceful = max(g[1] for g in graceful)
             worst_crash = max(c[1] for c in crash)
             print(f"ttl {ttl:g} s: graceful: handover {_fmt(g[0] for g in graceful)}, first tick "
@@ -208,7 +247,9 @@ def main() -> None:
                   f"handover {_fmt(c[0] for c in crash)}, first tick {_fmt(c[1] for c in crash)} "
                   f"({'PASS' if worst_crash <= ttl + 1 else 'FAIL'} <= {ttl + 1:g} s); idle Redis commands/s: "
                   f"leader {leader_cps:.2f}, follower {follower_cps:.2f} "
-                  f"({'PASS' if max(leader_cps, follower_cps) <= 2 else 'FAIL'} <= 2)")
+                  f"({'PASS' if max(leader_cps, follower_cps) <= 2 else 'FAIL'} <= 2); RedBeat (lock timeout "
+                  f"{int(ttl)} s) crash failover to its first send: "
+                  + (f"{redbeat:.2f} s" if redbeat is not None else "not measured (no bench/.venv-peers)"))
     finally:
         server.kill()
     out = ROOT / "bench" / "results" / f"failover-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
