@@ -8,7 +8,10 @@ killed (SIGKILL); reported from that signal to the other replica's "became leade
 to the first tick it runs (with a 1-second schedule the latter includes up to a second of waiting for the next
 due tick when the old leader had already run the current one). Then, with no
 monitor due, Redis's own command counters (INFO commandstats) give the commands per second of a lone idle leader
-and of an idle follower added beside it. Targets: graceful <= 0.5 s; crash <= ttl + 1 s; <= 2 commands/s each.
+and of an idle follower added beside it. In the same run, RedBeat (Celery beat's Redis lock) with its lock timeout
+set to the same ttl: SIGKILL the beat holding the lock, seconds until the other beat sends its first task (needs
+bench/.venv-peers with celery-redbeat: running bench/idle_footprint.py once creates it). Targets: graceful
+<= 0.5 s; crash <= ttl + 1 s; <= 2 commands/s each.
 Results go to bench/results/failover-*.json.
 """
 
@@ -249,7 +252,7 @@ def main() -> None:
                   f"leader {leader_cps:.2f}, follower {follower_cps:.2f} "
                   f"({'PASS' if max(leader_cps, follower_cps) <= 2 else 'FAIL'} <= 2); RedBeat (lock timeout "
                   f"{int(ttl)} s) crash failover to its first send: "
-                  + (f"{redbeat:.2f} s" if redbeat is not None else "not measured (no bench/.venv-peers)"))
+                  + (f"{redbeat:.2f} s" if redbeat is not None else "not measured (no celery-redbeat)"))
     finally:
         server.kill()
     out = ROOT / "bench" / "results" / f"failover-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"

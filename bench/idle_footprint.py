@@ -49,7 +49,7 @@ PEERS_DIR = BENCH / "peers"
 PEERS_VENV = BENCH / ".venv-peers"
 PLUGIN_DIR = BENCH / "plugins"
 RESULTS_DIR = BENCH / "results"
-PEER_REQUIREMENTS = ("celery[redis]>=5.4,<6", "apscheduler>=4.0.0a5")
+PEER_REQUIREMENTS = ("celery[redis]>=5.4,<6", "apscheduler>=4.0.0a5", "celery-redbeat>=2.2")  # redbeat: failover.py
 
 SYSTEMS = ("pamd", "celery", "apscheduler", "asyncio")
 JOBS = 5
@@ -695,7 +695,7 @@ def ensure_peers_venv() -> dict[str, str]:
     if not python.exists():
         print(f"creating {PEERS_VENV} ...", flush=True)
         subprocess.run([sys.executable, "-m", "venv", str(PEERS_VENV)], check=True)
-    probe = [str(python), "-c", "import celery, apscheduler, redis"]
+    probe = [str(python), "-c", "import celery, apscheduler, redis, redbeat"]
     if subprocess.run(probe, capture_output=True, check=False).returncode != 0:
         print(f"installing {', '.join(PEER_REQUIREMENTS)} into {PEERS_VENV} ...", flush=True)
         pip = [str(python), "-m", "pip", "install", "--quiet", "--pre", *PEER_REQUIREMENTS]
