@@ -235,3 +235,26 @@ def _seconds(start: datetime, end: datetime) -> list[str]:
     first = int(start.timestamp()) + 1
     last = int(end.timestamp()) - 2
     return [datetime.fromtimestamp(t, UTC).isoformat() for t in range(first, last + 1)]
+
+
+def test_redis_outage_steps_down_keeps_live_and_recovers(tmp_path: Path, own_redis: OwnRedis,
+                                                         daemons: list[DaemonProcess]) -> None:
+    port = free_port()
+    extra = (f'[coordination]\nurl = "redis://127.0.0.1:{own_redis.port}/0"\nprefix = "outage"\n'
+             f"lease_ttl = {LEASE_TTL}\n")
+    daemon = DaemonProcess(tmp_path, write_config(tmp_path, port, extra), port)
+    daemons.append(daemon)
+    daemon.wait_ready()
+    wait_for(lambda: daemon.json("/status")["leader"], 5, "never became leader")
+    own_redis.stop()
+    wait_for(lambda: not daemon.json("/status")["leader"], LEASE_TTL + 2, "still leader without Redis")
+    assert daemon.get("/livez")[0] == 200
+    assert daemon.get("/readyz")[0] == 503
+    time.sleep(LEASE_TTL)  # a few seconds of outage: the log says so once, not once a second
+    own_redis.start()
+    wait_for(lambda: daemon.json("/status")["leader"], LEASE_TTL + 5, "did not lead again after Redis returned")
+    assert daemon.get("/readyz")[0] == 200
+    assert daemon.stop() == 0
+    errors = [line for line in daemon.stderr().splitlines() if "redis coordination:" in line]
+    assert 1 <= len(errors) <= 4, errors  # one line per distinct problem
+    assert "recovered" in daemon.stderr()
