@@ -18,3 +18,10 @@ def test_every_package_directory_is_listed() -> None:
     assert found == listed
     assert config["package-dir"] == {"pamd_plugins": "plugins"}
     assert "*.sql" in config["package-data"]["pamd.store"]
+
+
+def test_no_module_directory_lacks_an_init() -> None:
+    # A directory of modules without __init__.py is a namespace package: the list above would not see it.
+    missing = sorted(str(d.relative_to(REPO)) for d in {p.parent for p in (REPO / "pamd").rglob("*.py")}
+                     if not (d / "__init__.py").exists())
+    assert missing == []
