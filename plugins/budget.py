@@ -25,7 +25,8 @@ import msgspec
 
 import pamd
 from pamd import units
-from pamd.store.records_budget import BudgetInput, BudgetInputSource, BudgetStatus, CategorySpend, zone
+from pamd.store.records import zone
+from pamd.store.records_budget import BudgetInput, BudgetInputSource, BudgetStatus, CategorySpend
 
 DAY = timedelta(days=1)
 Kind = Literal["budget_exceeded", "budget_threshold", "budget_pace"]

@@ -26,8 +26,7 @@ import msgspec
 
 import pamd
 from pamd import units
-from pamd.store.records import format_ts
-from pamd.store.records_budget import zone
+from pamd.store.records import format_ts, zone
 from pamd.store.records_context import (
     HOUR,
     ActiveTrip,

@@ -27,15 +27,15 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
-from datetime import date, datetime, time
+from datetime import UTC, date, datetime, time, tzinfo
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pamd
 from pamd import units
 from pamd.providers import ProviderError
 from pamd.providers import weather as om
 from pamd.providers.weather import Cell, DailyForecast, OpenMeteoWeather
+from pamd.store.records import zone
 from pamd.store.records_weather import PlannedTrip, WeatherInput, WeatherInputSource
 
 from .weather_rules import (
@@ -173,11 +173,8 @@ class WeatherMonitor(pamd.Monitor):
         return dict(zip(ordered, await ctx.map_bounded(one, ordered), strict=True))
 
 
-def _zone(name: str) -> ZoneInfo:
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError, OSError):
-        return ZoneInfo("UTC")  # the store has counted the bad profile already
+def _zone(name: str) -> tzinfo:
+    return zone(name) or UTC  # an unknown zone: the store has counted the bad profile already
 
 
 def _today(inp: WeatherInput, now: datetime, utc_today: date) -> date:

@@ -10,6 +10,7 @@ import msgspec
 import pytest
 
 from pamd.config import PlacesProviderSection, ProvidersSection
+from pamd.geo import great_circle_km
 from pamd.providers import ProviderError, ProviderHub
 from pamd.providers.http import JsonHttp
 from pamd.providers.places import (
@@ -17,7 +18,6 @@ from pamd.providers.places import (
     UnsupportedFuelError,
     describe_places,
     fuel_kind,
-    great_circle_km,
 )
 from pamd.units import short_distance
 from tests.fakes.overpass import FakeOverpass, node, offset, serve_overpass, way

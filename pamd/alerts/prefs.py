@@ -7,9 +7,10 @@ monitors; a monitor's own row wins field by field over the ``'*'`` row, which wi
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
+
+from pamd.store.records import zone as zone_or_none
 
 
 class PreferenceRow(msgspec.Struct, frozen=True, kw_only=True):
@@ -39,11 +40,8 @@ class Preferences(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def zone(name: str) -> tzinfo:
-    """``ZoneInfo(name)``, or UTC when the name is not a known IANA zone."""
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        return UTC
+    """The user's zone, or UTC when the name is not a known IANA zone."""
+    return zone_or_none(name) or UTC
 
 
 def parse_hhmm(value: object) -> time | None:

@@ -34,13 +34,13 @@ import anyio
 import msgspec
 
 from pamd import units
+from pamd.geo import great_circle_km
 from pamd.providers.cache import TTLCache
 from pamd.providers.http import JsonHttp, ProviderError
 
 FuelKind = Literal["petrol", "diesel", "lpg", "cng"]
 Category = Literal["fuel", "car_repair", "truck_repair", "caravan_repair"]
 
-EARTH_RADIUS_KM = 6371.0088
 CELL_DEGREES = 0.05
 
 _CONFIRMING_KEYS: dict[str, str] = {
@@ -82,14 +82,6 @@ def fuel_kind(fuel_type: str | None) -> FuelKind | None:
     if key not in _FUEL_ALIASES:
         raise UnsupportedFuelError(f"no fuel station lookup for fuel type {fuel_type!r}")
     return _FUEL_ALIASES[key]
-
-
-def great_circle_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
-    """Haversine distance between two points, in kilometres."""
-    p1, p2 = math.radians(lat1), math.radians(lat2)
-    dp, dl = p2 - p1, math.radians(lon2 - lon1)
-    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
-    return 2 * EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(a)))
 
 
 class Place(msgspec.Struct, frozen=True, kw_only=True):

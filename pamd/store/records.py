@@ -6,11 +6,13 @@ monitor cannot accidentally change what another one sees, and ``pamd explain`` c
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import AsyncGenerator
 from datetime import UTC, date, datetime, timedelta
 from enum import Enum
 from typing import Literal, Protocol, runtime_checkable
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
@@ -103,6 +105,17 @@ class FuelInputSource(Protocol):
         newest ``user_locations`` row no older than ``position_max_age`` at ``now`` (default: the wall clock),
         else the newest fill-up with coordinates."""
         ...
+
+
+@functools.lru_cache(maxsize=1024)
+def zone(name: str | None) -> ZoneInfo | None:
+    """The :class:`ZoneInfo` for an IANA name, or ``None`` if there is no such zone (cached)."""
+    if not name or not isinstance(name, str):
+        return None
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
 
 
 def format_ts(value: datetime) -> str:

@@ -15,7 +15,6 @@ import functools
 from collections.abc import AsyncGenerator
 from datetime import date, datetime, timedelta
 from typing import Protocol, runtime_checkable
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 
@@ -102,17 +101,6 @@ class BudgetInputSource(Protocol):
     ) -> AsyncGenerator[list[BudgetInput], None]:
         """Yield users in batches of at most ``batch_size`` (only ``user_id`` when given), spend as of ``now``."""
         ...
-
-
-@functools.lru_cache(maxsize=1024)
-def zone(name: str | None) -> ZoneInfo | None:
-    """The :class:`ZoneInfo` for an IANA name, or ``None`` if there is no such zone (cached)."""
-    if not name or not isinstance(name, str):
-        return None
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        return None
 
 
 def parse_date(value: object) -> date | None:

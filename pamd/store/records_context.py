@@ -5,13 +5,13 @@ Everything is SI and UTC: coordinates in degrees (WGS84), speeds in km/h, timest
 
 from __future__ import annotations
 
-import math
 from collections.abc import AsyncGenerator, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Protocol, runtime_checkable
 
 import msgspec
 
+from pamd.geo import great_circle_km
 from pamd.store.records import Units
 
 
@@ -103,16 +103,11 @@ def valid_coordinates(lat: float | None, lon: float | None) -> bool:
     return lat is not None and lon is not None and -90 <= lat <= 90 and -180 <= lon <= 180
 
 
-EARTH_RADIUS_KM = 6371.0088
 HOUR = timedelta(hours=1)
 
 
-def distance_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
-    """Great-circle distance in km (haversine)."""
-    p1, p2 = math.radians(lat1), math.radians(lat2)
-    dp, dl = p2 - p1, math.radians(lon2 - lon1)
-    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
-    return 2 * EARTH_RADIUS_KM * math.asin(min(1.0, math.sqrt(a)))
+distance_km = great_circle_km
+"""Great-circle distance in km (:func:`pamd.geo.great_circle_km`)."""
 
 
 Fix = tuple[float, float, float, float | None]

@@ -18,7 +18,7 @@ from collections.abc import AsyncGenerator, Iterator, Sequence
 from datetime import UTC, date, datetime
 from typing import Any, NamedTuple
 
-from pamd.store.records import Units, finite_or_none
+from pamd.store.records import Units, finite_or_none, zone
 from pamd.store.records_budget import (
     ALL_CATEGORIES,
     RECURRING_PERIODS,
@@ -29,7 +29,6 @@ from pamd.store.records_budget import (
     Period,
     current_period,
     parse_date,
-    zone,
 )
 from pamd.store.sqlite_base import _INACTIVE_SQL, SQLiteBase
 

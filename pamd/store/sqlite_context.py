@@ -18,8 +18,8 @@ from datetime import datetime, time, timedelta
 from itertools import groupby
 from operator import itemgetter
 
-from pamd.store.records import Profile, finite_or_none, format_ts, parse_ts
-from pamd.store.records_budget import parse_date, zone
+from pamd.store.records import Profile, finite_or_none, format_ts, parse_ts, zone
+from pamd.store.records_budget import parse_date
 from pamd.store.records_context import (
     ActiveTrip,
     CalendarEvent,
