@@ -42,10 +42,8 @@ class AlertPipeline:
         self.metrics = metrics
         self.book = book if isinstance(book, AlertBook) else None
         self.settings = settings or AlertsSection()
-        start, end = time.fromisoformat(self.settings.quiet_start or "00:00"), None
-        if self.settings.quiet_start and self.settings.quiet_end:
-            end = time.fromisoformat(self.settings.quiet_end)
-        self._default_quiet = (start, end) if end is not None else None
+        quiet = self.settings.quiet_start, self.settings.quiet_end
+        self._default_quiet = (time.fromisoformat(quiet[0]), time.fromisoformat(quiet[1])) if all(quiet) else None
 
     async def submit(
         self,

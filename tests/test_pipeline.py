@@ -235,3 +235,10 @@ async def test_a_stale_leader_is_fenced_off_and_delivers_nothing(store: SQLiteSt
     await p.submit("fuel", [candidate(user="bob")], epoch=0, now=T0, cooldown=COOLDOWN)  # a one-off trigger
     await p.submit("fuel", [candidate(user="bob", subject="x")], epoch=3, now=T0, cooldown=COOLDOWN)
     assert rows(store, "SELECT epoch FROM pamd_fence") == [(3,)]
+
+
+@pytest.mark.anyio
+async def test_default_quiet_hours_from_config_apply_without_a_preference_row(store: SQLiteStore) -> None:
+    p = pipeline(store, Recorder(), quiet_start="22:00", quiet_end="07:00")
+    dawn = datetime(2026, 1, 15, 17, 30, tzinfo=UTC)  # 06:30 for ann (NZDT, still quiet), 07:30 for bob (HST)
+    assert await tick(p, dawn, candidate(), candidate(user="bob")) == ["held", "delivered"]
