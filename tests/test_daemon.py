@@ -30,9 +30,16 @@ def test_embedded_default_shows_alerts_within_seconds(tmp_path: Path, port: int,
     wait_for(lambda: all(f"{m} →" in daemon.stdout() for m in startup), 10,
              lambda: f"not every monitor alerted on stdout:\n{daemon.stdout()}\nstderr:\n{daemon.stderr()}")
     assert time.monotonic() - started < 10
-    alerts = [json.loads(line) for line in (tmp_path / ".pamd" / "alerts.jsonl").read_text().splitlines()]
+    # The console sink writes before the jsonl sink does: wait for the file to hold every monitor too.
+    jsonl = tmp_path / ".pamd" / "alerts.jsonl"
+
+    def jsonl_alerts() -> list[dict[str, object]]:
+        return [json.loads(line) for line in jsonl.read_text().splitlines()] if jsonl.exists() else []
+
+    wait_for(lambda: {a["monitor"] for a in jsonl_alerts()} >= set(startup), 5,
+             lambda: f"alerts.jsonl lacks a monitor: {sorted({str(a['monitor']) for a in jsonl_alerts()})}")
+    alerts = jsonl_alerts()
     assert {a["priority"] for a in alerts if a["monitor"] == "fuel"} == {"medium", "high", "urgent"}
-    assert {a["monitor"] for a in alerts} >= set(startup)
     assert all(a["id"] and a["fingerprint"] for a in alerts)
     assert len({a["id"] for a in alerts}) == len(alerts)
     status = daemon.json("/status")
@@ -132,6 +139,8 @@ def test_systemd_notify_watchdog_reload_and_stop(tmp_path: Path, port: int, daem
     daemons.append(daemon)
     ready = listener.wait("READY=1")
     assert "STATUS=running 5 monitors; http 127.0.0.1:" in ready
+    # The startup run of fuel must have finished before the reload below, or "ran once" proves nothing.
+    wait_for(lambda: daemon.json("/status")["monitors"]["fuel"]["last_outcome"] == "success", 10)
     # READY=1 is sent only once HTTP is bound: the port answers now.
     assert daemon.get("/livez")[0] == 200
     before = len([m for m in listener.drain() if "WATCHDOG=1" in m])
@@ -152,7 +161,9 @@ def test_systemd_notify_watchdog_reload_and_stop(tmp_path: Path, port: int, daem
     assert status["monitors"]["every_second"]["source"] == "plugin dir"
     assert "READY=1" in listener.wait("reloaded: 7 monitors")  # the 5 built-ins and the plugin dir's 2
     # run_at_startup means daemon start: a reload does not run fuel again.
-    assert 'pamd_monitor_runs_total{monitor="fuel",outcome="success"} 1.0' in daemon.get("/metrics")[1]
+    fuel_runs = [line for line in daemon.get("/metrics")[1].splitlines()
+                 if line.startswith('pamd_monitor_runs_total{monitor="fuel"')]
+    assert 'pamd_monitor_runs_total{monitor="fuel",outcome="success"} 1.0' in fuel_runs, fuel_runs
 
     # A broken config on reload keeps the running one and says why.
     good = config.read_text()
