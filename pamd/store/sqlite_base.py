@@ -1,7 +1,9 @@
 """The plumbing every SQLite query module shares: one WAL connection behind a lock, worker threads, skips.
 
-One connection in WAL mode, guarded by a lock; every blocking call runs in a worker thread through
-:func:`anyio.to_thread.run_sync`, so the event loop never waits on the disk. Query modules (one per monitor)
+Two connections to one WAL database, each guarded by its own lock: the writer (the alert book, migrations, test
+rows) and a query-only reader for the monitors' page-by-page streams, so a tick's next page can be read while the
+pipeline writes alerts (SQLite releases the GIL while it works). Every blocking call runs in a worker thread, so the
+event loop never waits on the disk. Query modules (one per monitor)
 subclass :class:`SQLiteBase`; :class:`pamd.store.sqlite.SQLiteStore` combines them.
 """
 
@@ -64,6 +66,8 @@ class SQLiteBase:
         self._trace = trace
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
+        self._reader_lock = threading.Lock()
+        self._reader: sqlite3.Connection | None = None
         self._closed = False
         self._columns: dict[str, frozenset[str]] = {}
         self._warned: set[tuple[str, str]] = set()
@@ -73,21 +77,39 @@ class SQLiteBase:
 
     # -- plumbing -------------------------------------------------------------------------------------------
 
-    def _connect(self) -> sqlite3.Connection:
+    def _open(self, *, query_only: bool = False) -> sqlite3.Connection:
         if self._closed:
             raise RuntimeError(f"{self!r} is closed")
-        if self._conn is None:
-            if self.path != ":memory:":
-                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None, check_same_thread=False)
-            conn.row_factory = sqlite3.Row
-            if self._trace is not None:
-                conn.set_trace_callback(self._trace)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        if self._trace is not None:
+            conn.set_trace_callback(self._trace)
+        if query_only:
+            conn.execute("PRAGMA query_only=ON")
+        else:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
-            self._conn = conn
+        return conn
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self._conn = self._open()
         return self._conn
+
+    def _locked_read(self, func: Callable[..., T], *args: Any) -> T:
+        """``func(reader, *args)`` holding the reader's lock (the writer's, for an in-memory database: a second
+        connection to ``:memory:`` would be another, empty database)."""
+        if self.path == ":memory:":
+            return self._locked(func, *args)
+        with self._reader_lock:
+            if self._reader is None:
+                with self._lock:
+                    self._connect()  # the writer first: it puts a new file in WAL mode
+                self._reader = self._open(query_only=True)
+            return func(self._reader, *args)
 
     def _locked(self, func: Callable[..., T], *args: Any) -> T:
         with self._lock:
@@ -125,10 +147,11 @@ class SQLiteBase:
         """Close the connection; further calls raise :class:`RuntimeError`. Safe to call twice."""
 
         def close() -> None:
-            with self._lock:
-                if self._conn is not None:
-                    self._conn.close()
-                self._conn = None
+            with self._reader_lock, self._lock:  # the order _locked_read takes them in
+                for conn in (self._conn, self._reader):
+                    if conn is not None:
+                        conn.close()
+                self._conn = self._reader = None
                 self._closed = True
 
         await anyio.to_thread.run_sync(close)
@@ -199,7 +222,7 @@ class SQLiteBase:
         loop = asyncio.get_running_loop()
 
         def submit(after: str | None) -> asyncio.Future[tuple[list[R], str | None]]:
-            future = loop.run_in_executor(None, self._locked, step, after)
+            future = loop.run_in_executor(None, self._locked_read, step, after)
             future.add_done_callback(_consume)  # a read-ahead nobody awaits (the caller stopped) stays quiet
             return future
 
