@@ -1,4 +1,4 @@
-"""Alert ids: ULIDs that sort by creation time, checked against a plain reference encoder."""
+"""Alert ids: monotonic ULIDs that sort by creation time, checked against a plain reference encoder."""
 
 from __future__ import annotations
 
@@ -19,8 +19,19 @@ def reference_ulid(ms: int, randomness: bytes) -> str:
 
 @given(st.integers(0, 2**48 - 1), st.binary(min_size=10, max_size=10))
 def test_ulid_matches_the_reference_encoding(ms: int, randomness: bytes) -> None:
+    new_alert_id(ms + 1 if ms < 2**48 - 1 else 0)  # another millisecond first: ms then reads fresh randomness
     with mock.patch("os.urandom", return_value=randomness):
         assert new_alert_id(ms) == reference_ulid(ms, randomness)
+
+
+@given(st.integers(0, 2**48 - 1), st.integers(2, 500))
+def test_ids_of_one_millisecond_count_up(ms: int, count: int) -> None:
+    new_alert_id(ms + 1 if ms < 2**48 - 1 else 0)
+    with mock.patch("os.urandom", return_value=b"\x00" * 9 + b"\x07") as urandom:
+        ids = [new_alert_id(ms) for _ in range(count)]
+    assert urandom.call_count == 1  # the random source is read once per millisecond
+    assert ids == sorted(ids) and len(set(ids)) == count
+    assert ids[-1] == reference_ulid(ms, (7 + count - 1).to_bytes(10, "big"))
 
 
 @given(st.integers(0, 2**48 - 2), st.integers(1, 10**6))
