@@ -9,6 +9,7 @@ Without an alert book (no store) it only stamps and delivers.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -25,7 +26,7 @@ from pamd.sinks.base import Sink
 
 log = logging.getLogger("pamd.pipeline")
 
-BATCH = 2000  # alerts decided and recorded per store round trip (and transaction)
+BATCH = 2000  # alerts decided and recorded per store round trip (and transaction), rounded up to whole users
 
 
 class AlertPipeline:
@@ -65,30 +66,48 @@ class AlertPipeline:
         tick's memory to one batch)."""
         now = now or datetime.now(UTC)
         source = alerts if isinstance(alerts, PackedAlerts) else [stamp(a, monitor, epoch, now) for a in alerts]
-        order = _strongest_per_fingerprint(source)
         result = Submitted(produced=len(source))
-        batches = [order[i : i + BATCH] for i in range(0, len(order), BATCH)] or [[]]
-        for index, chunk in enumerate(batches):
-            batch = [source[i] for i in chunk]
-            decided = await self.decide(monitor, batch, now, cooldown)
-            if self.book is not None and not dry_run:
-                last = index == len(batches) - 1
-                resolved = await self.book.record_decisions(
-                    monitor, decided, now, scheduled_at=scheduled_at, sweep=complete and last, sweep_user=user_id)
-                if resolved:
-                    self.metrics.alerts_resolved.labels(monitor).inc(len(resolved))
-                    log.info("monitor %s: %d condition(s) resolved", monitor, len(resolved),
-                             extra={"monitor": monitor})
-            for d in decided:
-                result.outcomes[d.outcome] += 1
-                outcome = "dry_run" if dry_run else d.outcome
-                if outcome != "delivered":
-                    self.metrics.alerts.labels(monitor, d.alert.priority.value, outcome).inc()
-            if not dry_run:
-                await self._deliver_all([d.alert for d in decided if d.outcome == "delivered"], monitor, "delivered")
-            if keep:
-                result.decisions += decided
+        batches = _user_batches(source, _strongest_per_fingerprint(source), BATCH)
+        # Batches never split a user, so deciding one needs nothing the previous one writes: batch N+1 is decided
+        # (its context read on the store's reader) while batch N is written and delivered. Writes stay in order,
+        # and the sweep runs with the last one.
+        writing: asyncio.Future[None] | None = None
+        try:
+            for index, chunk in enumerate(batches):
+                decided = await self.decide(monitor, [source[i] for i in chunk], now, cooldown)
+                for d in decided:
+                    result.outcomes[d.outcome] += 1
+                    outcome = "dry_run" if dry_run else d.outcome
+                    if outcome != "delivered":
+                        self.metrics.alerts.labels(monitor, d.alert.priority.value, outcome).inc()
+                if keep:
+                    result.decisions += decided
+                if writing is not None:
+                    await writing
+                if not dry_run:
+                    sweep = complete and index == len(batches) - 1
+                    writing = asyncio.ensure_future(self._write(monitor, decided, now, scheduled_at, sweep, user_id))
+            if writing is not None:
+                await writing
+        finally:
+            if writing is not None and not writing.done():
+                writing.cancel()
+                await asyncio.wait([writing])
         return result
+
+    async def _write(
+        self, monitor: str, decided: list[Decision], now: datetime, scheduled_at: datetime | None, sweep: bool,
+        user_id: str | None,
+    ) -> None:
+        """Store one batch's decisions (forgetting resolved conditions if ``sweep``), then deliver what they let
+        through."""
+        if self.book is not None:
+            resolved = await self.book.record_decisions(
+                monitor, decided, now, scheduled_at=scheduled_at, sweep=sweep, sweep_user=user_id)
+            if resolved:
+                self.metrics.alerts_resolved.labels(monitor).inc(len(resolved))
+                log.info("monitor %s: %d condition(s) resolved", monitor, len(resolved), extra={"monitor": monitor})
+        await self._deliver_all([d.alert for d in decided if d.outcome == "delivered"], monitor, "delivered")
 
     async def decide(
         self, monitor: str, alerts: Sequence[Alert], now: datetime, cooldown: timedelta
@@ -215,3 +234,17 @@ def _strongest_per_fingerprint(alerts: PackedAlerts | list[Alert]) -> list[int]:
             best[fingerprint] = (index, user, priority)
     ranked = sorted(best.items(), key=lambda item: (item[1][1], -item[1][2].rank, item[0]))
     return [index for _, (index, _, _) in ranked]
+
+
+def _user_batches(alerts: PackedAlerts | list[Alert], order: list[int], size: int) -> list[list[int]]:
+    """``order`` cut into batches of at least ``size`` alerts (the last may be smaller) that never split a user's
+    alerts (``order`` is grouped by user). Always at least one batch, so an empty complete tick still sweeps."""
+    batches: list[list[int]] = [[]]
+    previous_user = None
+    for index in order:
+        user = alerts.key(index)[0] if isinstance(alerts, PackedAlerts) else alerts[index].user_id
+        if len(batches[-1]) >= size and user != previous_user:
+            batches.append([])
+        batches[-1].append(index)
+        previous_user = user
+    return batches

@@ -99,14 +99,16 @@ async def test_migrate_is_idempotent_and_creates_everything(tmp_path: Path) -> N
     path = tmp_path / "nested" / "dir" / "pamd.db"
     store = SQLiteStore(f"sqlite:///{path}")
     assert await store.is_empty()  # no schema yet
-    assert await store.migrate() == 3
+    assert await store.migrate() == 4
     assert await store.migrate() == 0
     await store.ping()
     await store.aclose()
     with sqlite3.connect(path) as conn:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         assert tables >= {*PRIMARY_KEYS, "pamd_migrations"}
-        assert conn.execute("SELECT COUNT(*) FROM pamd_migrations").fetchone()[0] == 3
+        assert conn.execute("SELECT COUNT(*) FROM pamd_migrations").fetchone()[0] == 4
+        indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+        assert "pam_alerts_outbox_idx" in indexes and "pam_alerts_fingerprint_idx" not in indexes  # migration 4
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         # the SQL file itself can be applied again by hand
         script = (Path(__file__).parents[1] / "pamd" / "store" / "schema_sqlite.sql").read_text()

@@ -32,6 +32,7 @@ _MIGRATIONS: tuple[tuple[int, str], ...] = (
     (1, "schema_sqlite.sql"),
     (2, "schema_sqlite_002.sql"),
     (3, "schema_sqlite_003.sql"),
+    (4, "schema_sqlite_004.sql"),
 )
 """(version, SQL resource in pamd.store), applied in order; each version at most once."""
 
