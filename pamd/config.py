@@ -106,6 +106,7 @@ class AlertsSection(_Section):
     quiet_start: HHMM = ""  # HH:MM in the user's timezone; empty: no default quiet hours
     quiet_end: HHMM = ""
     release_interval: float = 60.0  # seconds between checks for held alerts whose quiet hours ended
+    state: Literal["store", "redis"] = "store"  # where dedupe state lives; "redis" shares it between replicas
 
     def __post_init__(self) -> None:
         if bool(self.quiet_start) != bool(self.quiet_end):
@@ -176,6 +177,7 @@ def load_config(path: Path | None, environ: Mapping[str, str] = os.environ) -> C
         raise ConfigError(locator.describe_validation_error(str(exc))) from exc
     config.source = locator
     _check_listen(config, locator)
+    _check_alert_state(config, locator)
     return config
 
 
@@ -225,6 +227,12 @@ def _check_listen(config: Config, locator: KeyLocator) -> None:
         parse_listen(config.http.listen)
     except ValueError as exc:
         raise ConfigError(locator.located(("http", "listen"), str(exc))) from exc
+
+
+def _check_alert_state(config: Config, locator: KeyLocator) -> None:
+    if config.alerts.state == "redis" and not config.coordination.url:
+        raise ConfigError(locator.located(("alerts", "state"), "\"redis\" needs [coordination] url (the Redis "
+                                          "that the replicas share)"))
 
 
 _SECRET_KEY = re.compile(r"(password|secret|token|api_key|apikey|key)$", re.IGNORECASE)

@@ -22,6 +22,7 @@ import anyio.abc
 
 from pamd import __version__, http
 from pamd.alerts.release import release_held_forever
+from pamd.alerts.split_book import RedisStateBook, open_alert_book
 from pamd.assemble import Assembly, assemble
 from pamd.config import ConfigError, redact
 from pamd.coordination import Coordinator, open_coordinator
@@ -65,6 +66,7 @@ class Daemon:
         self.started_at = datetime.now(UTC)
         self.last_reload: dict[str, Any] | None = None
         self.store: Store | None = None
+        self.book: Store | RedisStateBook | None = None  # the pipeline's alert book: the store, or over it
         self.coordinator: Coordinator | None = None
         self.current: Generation | None = None
         self._generations: list[Generation] = []
@@ -125,6 +127,7 @@ class Daemon:
         config.state_dir.mkdir(parents=True, exist_ok=True)
         self.store = await prepare_store(config.store_url, config.store.seed_demo)
         self.metrics.watch_store(self.store)
+        self.book = open_alert_book(config, self.store)
         self.coordinator = open_coordinator(config.coordination.url, config.coordination.prefix,
                                             str(config.state_dir), self.metrics, config.coordination.lease_ttl)
         await self.coordinator.start()
@@ -132,7 +135,8 @@ class Daemon:
     async def _close_backends(self) -> None:
         for gen in self._generations:
             await gen.runner.aclose()
-        for closer in (self.coordinator, self.store):
+        book = self.book if isinstance(self.book, RedisStateBook) else None
+        for closer in (book, self.coordinator, self.store):
             if closer is not None:
                 with anyio.CancelScope(shield=True):
                     await closer.aclose()
@@ -142,7 +146,7 @@ class Daemon:
         self.metrics.declare_sinks(assembly.sinks)
         for plugin in assembly.plugins.plugins:
             self.metrics.plugin_up.labels(plugin.name, plugin.source).set(1 if plugin.status == "loaded" else 0)
-        pipeline = AlertPipeline(assembly.sinks, self.metrics, book=self.store, settings=assembly.config.alerts)
+        pipeline = AlertPipeline(assembly.sinks, self.metrics, book=self.book, settings=assembly.config.alerts)
         providers = ProviderHub(assembly.config.providers, self.metrics)
         runner = Runner(assembly.jobs, pipeline, self.metrics, self.coordinator, self.store,
                         assembly.config.daemon.max_concurrent_ticks, providers=providers, keep_decisions=False)
@@ -219,7 +223,7 @@ class Daemon:
             self.notifier.ready(f"reload failed, old config kept: {exc}")
             return False
         old_config = self.current.assembly.config
-        for key in ("http.listen", "store.url", "coordination.url"):
+        for key in ("http.listen", "store.url", "coordination.url", "alerts.state"):
             section, name = key.split(".")
             if getattr(getattr(old_config, section), name) != getattr(getattr(assembly.config, section), name):
                 log.warning("%s changed; it takes effect on restart, not reload", key)

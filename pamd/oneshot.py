@@ -15,6 +15,7 @@ from typing import Any, TextIO
 
 import msgspec
 
+from pamd.alerts.split_book import RedisStateBook, open_alert_book
 from pamd.assemble import Assembly
 from pamd.config import redact
 from pamd.coordination import open_coordinator
@@ -33,13 +34,16 @@ async def one_shot_runner(assembly: Assembly, *, deliver: bool) -> AsyncIterator
     store = await prepare_store(config.store_url, config.store.seed_demo)
     coordinator = open_coordinator(config.coordination.url, config.coordination.prefix, str(config.state_dir))
     metrics = Metrics()
-    pipeline = AlertPipeline(assembly.sinks if deliver else {}, metrics, book=store, settings=config.alerts)
+    book = open_alert_book(config, store)
+    pipeline = AlertPipeline(assembly.sinks if deliver else {}, metrics, book=book, settings=config.alerts)
     runner = Runner(assembly.jobs, pipeline, metrics, coordinator, store,
                     providers=ProviderHub(config.providers, metrics))
     try:
         yield runner
     finally:
         await runner.aclose()
+        if isinstance(book, RedisStateBook):
+            await book.aclose()
         await store.aclose()
 
 

@@ -76,6 +76,17 @@ return 0
 """
 
 
+def redis_client(url: str, *, timeout: float, backoff_cap: float) -> aioredis.Redis:
+    """A redis.asyncio client for ``url`` (``redis://``, ``rediss://``, ``unix://``) whose connects and commands
+    give up after ``timeout`` seconds. A connection broken by a Redis restart fails the next command; that command
+    is retried on a fresh connection, 3 times, with exponential backoff up to ``backoff_cap`` seconds."""
+    retry = Retry(ExponentialBackoff(cap=backoff_cap, base=0.02), retries=3)
+    client: aioredis.Redis = aioredis.Redis.from_url(
+        url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=retry,
+        retry_on_error=[RedisConnectionError, RedisTimeoutError])
+    return client
+
+
 class RedisCoordinator:
     """See the module docstring. ``run()`` campaigns until cancelled; ``is_leader()`` is true only while this
     replica holds a lease it renewed less than ``renew_deadline`` seconds ago."""
@@ -105,12 +116,8 @@ class RedisCoordinator:
         self.metrics = metrics
         self.clock = clock
         self.identity = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
-        # A connection broken by a Redis restart fails the next command; retry it on a fresh connection
-        # (briefly: the renew deadline must still be met).
-        retry = Retry(ExponentialBackoff(cap=ttl / 10, base=0.02), retries=3)
-        self._redis: aioredis.Redis = aioredis.Redis.from_url(
-            url, socket_timeout=max(0.5, ttl / 5), socket_connect_timeout=max(0.5, ttl / 5), retry=retry,
-            retry_on_error=[RedisConnectionError, RedisTimeoutError])
+        # Retries stay short: the renew deadline must still be met.
+        self._redis = redis_client(url, timeout=max(0.5, ttl / 5), backoff_cap=ttl / 10)
         self._scripts = {name: self._redis.register_script(text) for name, text in
                          (("acquire", ACQUIRE), ("renew", RENEW), ("release", RELEASE), ("claim", CLAIM))}
         self._epoch = 0
