@@ -86,7 +86,8 @@ class AlertPipeline:
                     await writing
                 if not dry_run:
                     sweep = complete and index == len(batches) - 1
-                    writing = asyncio.ensure_future(self._write(monitor, decided, now, scheduled_at, sweep, user_id))
+                    writing = asyncio.ensure_future(
+                        self._write(monitor, decided, now, scheduled_at, sweep, user_id, epoch))
             if writing is not None:
                 await writing
         finally:
@@ -97,13 +98,13 @@ class AlertPipeline:
 
     async def _write(
         self, monitor: str, decided: list[Decision], now: datetime, scheduled_at: datetime | None, sweep: bool,
-        user_id: str | None,
+        user_id: str | None, epoch: int,
     ) -> None:
         """Store one batch's decisions (forgetting resolved conditions if ``sweep``), then deliver what they let
         through."""
         if self.book is not None:
             resolved = await self.book.record_decisions(
-                monitor, decided, now, scheduled_at=scheduled_at, sweep=sweep, sweep_user=user_id)
+                monitor, decided, now, scheduled_at=scheduled_at, sweep=sweep, sweep_user=user_id, epoch=epoch)
             if resolved:
                 self.metrics.alerts_resolved.labels(monitor).inc(len(resolved))
                 log.info("monitor %s: %d condition(s) resolved", monitor, len(resolved), extra={"monitor": monitor})

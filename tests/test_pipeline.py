@@ -235,6 +235,10 @@ async def test_a_stale_leader_is_fenced_off_and_delivers_nothing(store: SQLiteSt
     await p.submit("fuel", [candidate(user="bob")], epoch=0, now=T0, cooldown=COOLDOWN)  # a one-off trigger
     await p.submit("fuel", [candidate(user="bob", subject="x")], epoch=3, now=T0, cooldown=COOLDOWN)
     assert rows(store, "SELECT epoch FROM pamd_fence") == [(3,)]
+    # A stale leader's complete tick with no alerts would resolve every condition: it is refused too.
+    with pytest.raises(FencedError, match="epoch 2 is older than epoch 3"):
+        await p.submit("fuel", [], epoch=2, now=T0, cooldown=COOLDOWN, complete=True)
+    assert len(rows(store, "SELECT fingerprint FROM pam_alert_state")) == 3
 
 
 @pytest.mark.anyio

@@ -54,14 +54,16 @@ class AlertBook(Protocol):
         scheduled_at: datetime | None = None,
         sweep_user: str | None = None,
         sweep: bool = False,
+        epoch: int = 0,
     ) -> list[str]:
         """In one transaction: store accepted alerts (``pending`` or ``held``), remember their fingerprints,
         mark every decided fingerprint as seen at ``now``, and, if ``sweep``, forget this monitor's fingerprints
         (of ``sweep_user`` only, if given) that were not seen at ``now``: those conditions are resolved, and
         alerts still held for them are dropped. Returns the resolved fingerprints.
 
-        Fencing: the decisions' epoch (a leadership term, >= 1) must not be older than the newest epoch that
-        already wrote, else :class:`FencedError` is raised and nothing is written. Epoch 0 (a one-off
+        Fencing: the tick's ``epoch`` (a leadership term, >= 1; the decisions' own epochs count too, so an empty
+        sweep is fenced as well) must not be older than the newest epoch that already wrote, else
+        :class:`FencedError` is raised and nothing is written. Epoch 0 (a one-off
         ``pamd trigger`` outside any term) is not fenced."""
         ...
 

@@ -132,13 +132,14 @@ class SQLiteAlertQueries(SQLiteBase):
         scheduled_at: datetime | None = None,
         sweep_user: str | None = None,
         sweep: bool = False,
+        epoch: int = 0,
     ) -> list[str]:
         """See :meth:`pamd.alerts.book.AlertBook.record_decisions`."""
-        return await self._call(self._record, monitor, decisions, now, scheduled_at, sweep_user, sweep)
+        return await self._call(self._record, monitor, decisions, now, scheduled_at, sweep_user, sweep, epoch)
 
     def _record(
         self, conn: sqlite3.Connection, monitor: str, decisions: Sequence[Decision], now: datetime,
-        scheduled_at: datetime | None, sweep_user: str | None, sweep: bool,
+        scheduled_at: datetime | None, sweep_user: str | None, sweep: bool, epoch: int,
     ) -> list[str]:
         stamp = format_ts(now)
         tick = format_ts(scheduled_at) if scheduled_at else None
@@ -159,7 +160,7 @@ class SQLiteAlertQueries(SQLiteBase):
             states.append((a.fingerprint, a.user_id, a.monitor, a.kind, a.priority.value, a.id, sent, stamp,
                            a.epoch))
         seen = sorted({d.alert.fingerprint for d in decisions if not d.accepted})  # accepted ones are upserted
-        epoch = max((d.alert.epoch for d in decisions), default=0)
+        epoch = max((d.alert.epoch for d in decisions), default=epoch)
         with self._transaction(conn):
             self._fence(conn, epoch)
             _insert_rows(conn, _INSERT_ALERT, alerts)
