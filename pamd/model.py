@@ -138,7 +138,9 @@ class PackedAlerts:
             self._in_memory += len(blob)
             return
         if self._file is None:
-            self._file = tempfile.TemporaryFile(prefix="pamd-alerts-")  # noqa: SIM115 - closed by close()
+            # A 1 MiB buffer: a write call that reaches the OS gives up the GIL, and with the default 8 KiB every
+            # few alerts did, each time waiting for the store's threads to hand it back.
+            self._file = tempfile.TemporaryFile(prefix="pamd-alerts-", buffering=1 << 20)  # noqa: SIM115 - close()
         self._file.write(blob)  # appends: reads use pread, which leaves the file position alone
         self._unflushed = True
         self._spilled.append((self._end, len(blob)))
