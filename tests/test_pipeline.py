@@ -246,3 +246,19 @@ async def test_default_quiet_hours_from_config_apply_without_a_preference_row(st
     p = pipeline(store, Recorder(), quiet_start="22:00", quiet_end="07:00")
     dawn = datetime(2026, 1, 15, 17, 30, tzinfo=UTC)  # 06:30 for ann (NZDT, still quiet), 07:30 for bob (HST)
     assert await tick(p, dawn, candidate(), candidate(user="bob")) == ["held", "delivered"]
+
+
+def test_batches_end_at_user_boundaries() -> None:
+    from pamd.model import PackedAlerts
+    from pamd.pipeline import _user_batches
+
+    packed = PackedAlerts()
+    users = ["a"] * 3 + ["b"] * 4 + ["c"] + ["d"] * 2
+    for n, user in enumerate(users):
+        alert = candidate(user=user, subject=str(n))
+        alert.fingerprint = f"fp{n}"
+        packed.append(alert)
+    batches = _user_batches(packed, list(range(len(users))), 3)
+    assert [[users[i] for i in b] for b in batches] == [["a"] * 3, ["b"] * 4, ["c", "d", "d"]]
+    assert _user_batches(packed, [], 3) == [[]]  # an empty tick still gets its (sweeping) batch
+    packed.close()
