@@ -9,7 +9,7 @@ import tempfile
 import threading
 import time
 from datetime import datetime
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 import msgspec
 
@@ -123,7 +123,7 @@ class PackedAlerts:
         self.memory_limit = memory_limit
         self._blobs: list[bytes] = []
         self._in_memory = 0
-        self._file: BinaryIO | None = None
+        self._file: IO[bytes] | None = None
         self._spilled: list[tuple[int, int]] = []  # (offset, length) in the file, after the in-memory ones
         self._end = 0
         self._unflushed = False
@@ -140,7 +140,7 @@ class PackedAlerts:
         if self._file is None:
             # A 1 MiB buffer: a write call that reaches the OS gives up the GIL, and with the default 8 KiB every
             # few alerts did, each time waiting for the store's threads to hand it back.
-            self._file = tempfile.TemporaryFile(prefix="pamd-alerts-", buffering=1 << 20)  # noqa: SIM115 - close()
+            self._file = tempfile.TemporaryFile("w+b", buffering=1 << 20, prefix="pamd-alerts-")  # noqa: SIM115
         self._file.write(blob)  # appends: reads use pread, which leaves the file position alone
         self._unflushed = True
         self._spilled.append((self._end, len(blob)))

@@ -218,7 +218,8 @@ def test_chaos_no_tick_twice_none_missed_none_stale(tmp_path: Path, own_redis: O
     with capsys.disabled():  # the counts show in the test run's output, not only on failure
         print(f"\nchaos: {SECONDS:.0f} s, events {cluster.events}, ticks due {len(ticks)} ({len(outside)} outside "
               f"{len(cluster.windows)} failover windows), runs {len(runs)}, ran twice {len(twice)}, missed outside "
-              f"windows {len(missed)}, windows without a catch-up run {len(lost)}, alerts delivered {len(delivered)}, stale {len(stale)}, "
+              f"windows {len(missed)}, windows without a catch-up run {len(lost)}, alerts delivered "
+              f"{len(delivered)}, stale {len(stale)}, "
               f"epochs {sorted({r['epoch'] for r in runs})}")
     assert not twice, twice[:10]
     assert not missed, missed[:10]
