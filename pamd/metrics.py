@@ -18,7 +18,8 @@ from pamd import __version__
 from pamd.model import Priority
 
 RUN_OUTCOMES = ("success", "error", "timeout", "skipped", "missed")
-ALERT_OUTCOMES = ("delivered", "failed", "held", "released", "expired", "cooldown", "opted_out", "capped", "dry_run")
+ALERT_OUTCOMES = ("delivered", "failed", "held", "released", "expired", "cooldown", "opted_out", "capped", "dry_run",
+                  "fenced")
 DELIVERY_OUTCOMES = ("success", "error")
 PROVIDER_OUTCOMES = ("success", "timeout", "unreachable", "http_error", "malformed")
 LATENESS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)

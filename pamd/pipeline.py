@@ -12,11 +12,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 
-from pamd.alerts.book import AlertBook, AlertContext
+from pamd.alerts.book import AlertBook, AlertContext, FencedError
 from pamd.alerts.decide import Decision, decide
 from pamd.alerts.prefs import effective
 from pamd.config import AlertsSection
@@ -59,11 +59,14 @@ class AlertPipeline:
         user_id: str | None = None,
         scheduled_at: datetime | None = None,
         keep: bool = True,
+        still_leading: Callable[[], bool] | None = None,
     ) -> Submitted:
         """Process one tick's alerts, a batch at a time. ``complete``: the tick evaluated every user (or
         ``user_id``) without degradation, so fingerprints it did not produce are resolved. ``dry_run`` decides but
         writes and delivers nothing. ``keep``: return every decision (else only the counts, which keeps a big
-        tick's memory to one batch)."""
+        tick's memory to one batch). ``still_leading``: asked after each batch is stored and before it is delivered;
+        false (the lease lapsed meanwhile: a pause, a partition) raises :class:`FencedError` and delivers nothing
+        more, so a leader resumed after losing its term cannot deliver with its stale epoch."""
         now = now or datetime.now(UTC)
         source = alerts if isinstance(alerts, PackedAlerts) else [stamp(a, monitor, epoch, now) for a in alerts]
         result = Submitted(produced=len(source))
@@ -87,7 +90,7 @@ class AlertPipeline:
                 if not dry_run:
                     sweep = complete and index == len(batches) - 1
                     writing = asyncio.ensure_future(
-                        self._write(monitor, decided, now, scheduled_at, sweep, user_id, epoch))
+                        self._write(monitor, decided, now, scheduled_at, sweep, user_id, epoch, still_leading))
             if writing is not None:
                 await writing
         finally:
@@ -98,7 +101,7 @@ class AlertPipeline:
 
     async def _write(
         self, monitor: str, decided: list[Decision], now: datetime, scheduled_at: datetime | None, sweep: bool,
-        user_id: str | None, epoch: int,
+        user_id: str | None, epoch: int, still_leading: Callable[[], bool] | None,
     ) -> None:
         """Store one batch's decisions (forgetting resolved conditions if ``sweep``), then deliver what they let
         through."""
@@ -108,7 +111,13 @@ class AlertPipeline:
             if resolved:
                 self.metrics.alerts_resolved.labels(monitor).inc(len(resolved))
                 log.info("monitor %s: %d condition(s) resolved", monitor, len(resolved), extra={"monitor": monitor})
-        await self._deliver_all([d.alert for d in decided if d.outcome == "delivered"], monitor, "delivered")
+        ready = [d.alert for d in decided if d.outcome == "delivered"]
+        if still_leading is not None and not still_leading():
+            for alert in ready:
+                self.metrics.alerts.labels(monitor, alert.priority.value, "fenced").inc()
+            raise FencedError(f"lost leadership (epoch {epoch}) after storing {len(ready)} alert(s) of {monitor} and "
+                              "before delivering them: they stay pending in the store, undelivered by this replica")
+        await self._deliver_all(ready, monitor, "delivered")
 
     async def decide(
         self, monitor: str, alerts: Sequence[Alert], now: datetime, cooldown: timedelta

@@ -236,12 +236,20 @@ class Runner:
             submitted = await self.pipeline.submit(
                 job.name, alerts, epoch=self.coordinator.epoch, now=self.clock(), cooldown=job.cooldown,
                 dry_run=dry_run, complete=not ctx.degradations, user_id=user_id, scheduled_at=scheduled_at,
-                keep=self.keep_decisions)
+                keep=self.keep_decisions, still_leading=self._still_leading(ctx.epoch))
         finally:
             alerts.close()
         result.produced, result.accepted = submitted.produced, submitted.accepted
         result.decisions = submitted.decisions
         result.alerts = [d.alert for d in result.decisions]
+
+    def _still_leading(self, epoch: int) -> Callable[[], bool] | None:
+        """For the pipeline: is the term that ran the tick still this replica's? (``None`` outside any term, as
+        for ``pamd trigger``.) A local check of the lease's renew deadline, no round trip."""
+        if epoch == 0:
+            return None
+        coordinator = self.coordinator
+        return lambda: coordinator.is_leader() and coordinator.epoch == epoch
 
     def _record(self, job: Job, state: JobState, result: TickResult) -> None:
         now = self.clock()

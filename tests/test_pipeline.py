@@ -262,3 +262,21 @@ def test_batches_end_at_user_boundaries() -> None:
     assert [[users[i] for i in b] for b in batches] == [["a"] * 3, ["b"] * 4, ["c", "d", "d"]]
     assert _user_batches(packed, [], 3) == [[]]  # an empty tick still gets its (sweeping) batch
     packed.close()
+
+
+@pytest.mark.anyio
+async def test_a_leader_that_lost_its_term_after_storing_delivers_nothing(store: SQLiteStore) -> None:
+    from pamd.alerts.book import FencedError
+
+    sink = Recorder()
+    p = pipeline(store, sink)
+    leading = iter([True, False])  # batch 1 delivers; then the lease lapses (a SIGSTOP past the ttl) before batch 2
+    alerts = [candidate(user=f"u{n:04d}") for n in range(2500)]  # two batches of whole users
+    with pytest.raises(FencedError, match=r"lost leadership \(epoch 4\)"):
+        await p.submit("fuel", alerts, epoch=4, now=T0, cooldown=COOLDOWN, still_leading=lambda: next(leading))
+    assert len(sink.got) == 2000
+    states = dict(rows(store, "SELECT state, COUNT(*) FROM pam_alerts GROUP BY state"))
+    assert states == {"delivered": 2000, "pending": 500}  # stored, never delivered by the stale leader
+    fenced = p.metrics.registry.get_sample_value(
+        "pamd_alerts_total", {"monitor": "fuel", "priority": "medium", "outcome": "fenced"})
+    assert fenced == 500

@@ -189,3 +189,19 @@ async def test_wrong_item_type_is_a_clear_error() -> None:
 
     result = await run_tick(Wrong())
     assert result.error == "TypeError: monitor wrong produced dict, expected pamd.Alert"
+
+
+async def test_a_tick_whose_term_lapsed_while_running_delivers_nothing(tmp_path: Path) -> None:
+    class LosesLease(pamd.Monitor):
+        name = "loses_lease"
+
+        async def run(self, ctx: pamd.MonitorContext) -> AsyncIterator[pamd.Alert]:
+            yield alert()
+            coordinator.is_leader = lambda: False  # type: ignore[method-assign]  # paused past the lease meanwhile
+
+    runner, metrics = await make_runner(tmp_path, LosesLease())
+    coordinator = runner.coordinator
+    result = await runner.run_tick(runner.jobs["loses_lease"], datetime.now(UTC))
+    assert result.outcome == "error" and "lost leadership (epoch 1)" in (result.error or "")
+    assert sample(metrics, "pamd_alerts_total", monitor="loses_lease", priority="medium", outcome="fenced") == 1
+    assert sample(metrics, "pamd_alerts_total", monitor="loses_lease", priority="medium", outcome="delivered") == 0
