@@ -54,7 +54,9 @@ async def _check_backend(name: str, label: str, ping: Any, *args: Any) -> Check:
     except TimeoutError:
         return ("fail", name, f"{label}: no answer within {TIMEOUT_SECONDS:g} s")
     except Exception as exc:
-        return ("fail", name, f"{label}: {exc}")
+        # A backend's own error may already name the (redacted) URL: ``problem`` is then what went wrong alone.
+        problem = getattr(exc, "problem", None) or str(exc) or type(exc).__name__
+        return ("fail", name, f"{label}: {problem}")
     return ("ok", name, f"{label} reachable")
 
 

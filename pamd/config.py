@@ -237,10 +237,13 @@ def _check_alert_state(config: Config, locator: KeyLocator) -> None:
 
 _SECRET_KEY = re.compile(r"(password|secret|token|api_key|apikey|key)$", re.IGNORECASE)
 _URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@]*):(?P<pw>[^@/]+)@", re.I)
+# Secrets in a URL's query, e.g. redis+sentinel://...?sentinel_password=..., rediss://...?ssl_password=...
+_URL_SECRET_OPTION = re.compile(r"(?P<name>[?&][^=&#]*(?:password|secret|token))=(?P<value>[^&#]*)", re.I)
 
 
 def redact(value: Any, key: str = "") -> Any:
-    """A copy of ``value`` with secret-looking keys and URL passwords replaced by ``"***"``."""
+    """A copy of ``value`` with secret-looking keys, URL passwords and URL options named like ``password``,
+    ``secret`` or ``token`` replaced by ``"***"``."""
     if isinstance(value, dict):
         return {k: redact(v, k) for k, v in value.items()}
     if isinstance(value, list):
@@ -248,7 +251,10 @@ def redact(value: Any, key: str = "") -> Any:
     if isinstance(value, str):
         if value and _SECRET_KEY.search(key):
             return "***"
-        return _URL_CREDENTIALS.sub(r"\g<scheme>\g<user>:***@", value)
+        if "://" not in value:
+            return value
+        value = _URL_CREDENTIALS.sub(r"\g<scheme>\g<user>:***@", value)
+        return _URL_SECRET_OPTION.sub(r"\g<name>=***", value)
     return value
 
 

@@ -13,7 +13,6 @@ import os
 import random
 import shutil
 import signal
-import subprocess
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -22,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 
 from tests.conftest import free_port, write_config
 from tests.daemon_proc import DaemonProcess, wait_for
+from tests.redis_servers import OwnRedis
 
 SECONDS = float(os.environ.get("PAMD_CHAOS_SECONDS", "180"))
 LEASE_TTL = 3.0
@@ -65,37 +64,6 @@ def register_monitors(register):
 '''
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
-
-
-class OwnRedis:
-    """A redis-server of this test's own, restartable on the same port."""
-
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self.port = free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.directory),
-             "--appendonly", "yes", "--appendfsync", "always", "--save", ""],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_for(self._answers, 10, "redis-server did not start")
-
-    def _answers(self) -> bool:
-        try:
-            return bool(redis.Redis(port=self.port, socket_timeout=0.5).ping())
-        except redis.RedisError:
-            return False
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait()
-            self.process = None
-
-    def pause(self, seconds: float) -> None:
-        redis.Redis(port=self.port).client_pause(int(seconds * 1000))
 
 
 @pytest.fixture
@@ -260,6 +228,7 @@ def test_redis_outage_steps_down_keeps_live_and_recovers(tmp_path: Path, own_red
     wait_for(lambda: daemon.json("/status")["leader"], LEASE_TTL + 5, "did not lead again after Redis returned")
     assert daemon.get("/readyz")[0] == 200
     assert daemon.stop() == 0
-    errors = [line for line in daemon.stderr().splitlines() if "redis coordination:" in line]
+    errors = [line for line in daemon.stderr().splitlines()
+              if f"redis coordination redis://127.0.0.1:{own_redis.port}/0: " in line]
     assert 1 <= len(errors) <= 4, errors  # one line per distinct problem
     assert "recovered" in daemon.stderr()

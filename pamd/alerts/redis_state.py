@@ -24,10 +24,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
+from redis.exceptions import RedisError
 
 from pamd.alerts.book import FencedError
 from pamd.alerts.decide import AlertState, Decision
-from pamd.coordination.redis import redis_client
+from pamd.coordination.redis_client import RedisUnavailableError, redis_client
 from pamd.model import Priority
 from pamd.store.records import format_ts, parse_ts
 
@@ -128,8 +129,12 @@ class RedisAlertState:
         return ":".join((self.prefix, *parts))
 
     async def ping(self) -> None:
-        """Raise if Redis does not answer."""
-        await self._redis.ping()
+        """Raise :class:`RedisUnavailableError` (one line naming the URL, password redacted) if Redis does not
+        answer."""
+        try:
+            await self._redis.ping()
+        except RedisError as exc:
+            raise RedisUnavailableError(self.url, exc) from exc
 
     async def aclose(self) -> None:
         """Close the client's connections."""

@@ -9,6 +9,10 @@
   takes over at once; otherwise a follower tries again when the holder's lease would run out (at most every
   ``retry_interval`` seconds while there is no lease), so a crashed leader is replaced within about ``ttl``.
 
+``url`` is any form :func:`pamd.coordination.redis_client.redis_client` takes, Sentinel included: the client then
+follows a failover to the new master, where the lease, the epoch and the claims are as far as replication had
+carried them (see README, Replicas, for what an asynchronous replica may lose).
+
 redis-py is imported when this module is, which only happens when ``[coordination] url`` is a Redis URL.
 """
 
@@ -23,15 +27,15 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from pamd.coordination.redis_client import RedisUnavailableError, describe_redis_error, master_moved, redis_client
+from pamd.coordination.redis_url import redact_url
 
 if TYPE_CHECKING:
     from pamd.metrics import Metrics
+
+__all__ = ["RedisCoordinator", "redis_client"]
 
 log = logging.getLogger("pamd.coordination")
 
@@ -76,17 +80,6 @@ return 0
 """
 
 
-def redis_client(url: str, *, timeout: float, backoff_cap: float) -> aioredis.Redis:
-    """A redis.asyncio client for ``url`` (``redis://``, ``rediss://``, ``unix://``) whose connects and commands
-    give up after ``timeout`` seconds. A connection broken by a Redis restart fails the next command; that command
-    is retried on a fresh connection, 3 times, with exponential backoff up to ``backoff_cap`` seconds."""
-    retry = Retry(ExponentialBackoff(cap=backoff_cap, base=0.02), retries=3)
-    client: aioredis.Redis = aioredis.Redis.from_url(
-        url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=retry,
-        retry_on_error=[RedisConnectionError, RedisTimeoutError])
-    return client
-
-
 class RedisCoordinator:
     """See the module docstring. ``run()`` campaigns until cancelled; ``is_leader()`` is true only while this
     replica holds a lease it renewed less than ``renew_deadline`` seconds ago."""
@@ -106,6 +99,7 @@ class RedisCoordinator:
         if ttl <= 0:
             raise ValueError("ttl must be positive")
         self.url = url
+        self.safe_url = redact_url(url)
         self.prefix = prefix
         self.ttl = ttl
         self.renew_deadline = renew_deadline if renew_deadline is not None else ttl * 2 / 3
@@ -117,7 +111,11 @@ class RedisCoordinator:
         self.clock = clock
         self.identity = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         # Retries stay short: the renew deadline must still be met.
-        self._redis = redis_client(url, timeout=max(0.5, ttl / 5), backoff_cap=ttl / 10)
+        # With Sentinel, which server is the master is checked often enough to renew the lease on a new master
+        # before the copy replication carried there runs out (see _listen_for_release).
+        self._master_recheck = min(1.0, ttl / 6)
+        self._redis = redis_client(url, timeout=max(0.5, ttl / 5), backoff_cap=ttl / 10,
+                                   master_recheck=self._master_recheck)
         self._scripts = {name: self._redis.register_script(text) for name, text in
                          (("acquire", ACQUIRE), ("renew", RENEW), ("release", RELEASE), ("claim", CLAIM))}
         self._epoch = 0
@@ -172,7 +170,7 @@ class RedisCoordinator:
                 keys=[self.key("tick", monitor, stamp), self.key("epoch"), self.key("last", monitor)],
                 args=[self._epoch, int(self.claim_expiry), stamp])
         except RedisError as exc:
-            self._failed(f"claiming {monitor} {stamp}: {exc}")
+            self._failed(f"claiming {monitor} {stamp}: {describe_redis_error(exc)}")
             return False
         outcome = {1: "won", 0: "lost", -1: "fenced"}.get(int(result), "lost")
         if self.metrics is not None:
@@ -191,7 +189,12 @@ class RedisCoordinator:
         return datetime.fromisoformat(raw.decode() if isinstance(raw, bytes) else raw)
 
     async def ping(self) -> None:
-        await self._redis.ping()
+        """Raise :class:`RedisUnavailableError` (one line: the URL, password redacted, and what went wrong) if
+        Redis does not answer."""
+        try:
+            await self._redis.ping()
+        except RedisError as exc:
+            raise RedisUnavailableError(self.url, exc) from exc
 
     async def release(self) -> bool:
         """Give up the lease if held (compare-and-delete) and tell followers; True if it was ours."""
@@ -202,7 +205,7 @@ class RedisCoordinator:
             released = await self._scripts["release"](keys=[self.key("leader"), self.key("leader", "events")],
                                                       args=[self.identity])
         except RedisError as exc:
-            log.warning("could not release the leader lease: %s", exc)
+            log.warning("could not release the leader lease in %s: %s", self.safe_url, describe_redis_error(exc))
             return False
         self._changed(False)
         return bool(released)
@@ -246,20 +249,29 @@ class RedisCoordinator:
                         self._follow_wait = max(0.05, min(left + 0.02, self.ttl))
             self._recovered()
         except RedisError as exc:
-            self._failed(str(exc))
+            self._failed(describe_redis_error(exc))
             self._follow_wait = self.retry_interval
             if self._leading and self.clock() - self._renewed_at >= self.renew_deadline:
                 self._step_down("Redis did not answer before the renew deadline")
 
     async def _listen_for_release(self) -> None:
-        """Wake the campaign at once when the leader announces a graceful stop."""
+        """Wake the campaign at once when the leader announces a graceful stop.
+
+        With Sentinel, also when the master changed (asking the sentinels every ``_master_recheck`` seconds):
+        a leader then renews at once on the new master, whose copy of the lease is older than the one it had
+        been renewing on the old master (the old master takes writes until the sentinel demotes it, about ten
+        seconds later); and subscribe again there, as the old master will not hear of releases."""
         while True:
             try:
                 async with self._redis.pubsub() as pubsub:
                     await pubsub.subscribe(self.key("leader", "events"))
-                    async for message in pubsub.listen():
-                        if message.get("type") == "message":
+                    while not await master_moved(self._redis, pubsub.connection):
+                        message = await pubsub.get_message(ignore_subscribe_messages=True,
+                                                           timeout=self._master_recheck)
+                        if message is not None and message.get("type") == "message":
                             self._wake.set()
+                    log.info("the Redis master changed (a Sentinel failover): following it")
+                    self._wake.set()
             except RedisError:
                 await anyio.sleep(self.retry_interval)
 
@@ -285,7 +297,7 @@ class RedisCoordinator:
 
     def _failed(self, problem: str) -> None:
         if problem != self._last_error:  # one line per distinct problem, not one per second
-            log.error("redis coordination: %s", problem)
+            log.error("redis coordination %s: %s", self.safe_url, problem)
         self._last_error = problem
 
     def _recovered(self) -> None:
