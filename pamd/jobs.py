@@ -14,7 +14,7 @@ from pamd.config import Config, ConfigError
 from pamd.monitor import Monitor
 from pamd.plugins import PluginInfo, PluginSet
 from pamd.schedule import CronSchedule, ScheduleError
-from pamd.sinks.base import Sink
+from pamd.sinks.base import Sink, SinkConfigError
 
 log = logging.getLogger("pamd.jobs")
 
@@ -180,5 +180,9 @@ def resolve_sinks(config: Config, plugins: PluginSet) -> dict[str, Sink]:
             raise ConfigError(config.source.located((*key, "enabled"), "expected true or false"))
         options = _plugin_config(config, key, factory, table)
         if enabled:
-            sinks[name] = factory(options if options is not None else {}, config.state_dir)
+            try:
+                sinks[name] = factory(options if options is not None else {}, config.state_dir)
+            except ValueError as exc:  # SinkConfigError names the key; a missing secret, a bad URL...
+                where = (*key, exc.key) if isinstance(exc, SinkConfigError) and exc.key else key
+                raise ConfigError(config.source.located(where, str(exc))) from exc
     return sinks

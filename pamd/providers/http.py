@@ -5,9 +5,12 @@ httpx is imported when the first client is built, so a daemon whose monitors cal
 
 from __future__ import annotations
 
+import email.utils
 import logging
+import math
 import time
 from collections.abc import Mapping
+from datetime import UTC
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -111,7 +114,7 @@ class JsonHttp:
                 if response.status_code not in RETRYABLE_STATUS:
                     self._count(outcome, started)
                     raise ProviderError(self.provider, problem + _reason(response))
-                retry_after = _retry_after(response.headers.get("Retry-After"))
+                retry_after = parse_retry_after(response.headers.get("Retry-After"))
             self._count(outcome, started)
             if attempt > self.retries:
                 raise ProviderError(self.provider, f"{problem} (after {attempt} attempts)")
@@ -132,13 +135,24 @@ class JsonHttp:
             self._client = None
 
 
-def _retry_after(value: str | None) -> float | None:
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """The seconds a ``Retry-After`` header asks to wait (delta-seconds, or an HTTP date compared with ``now``,
+    default the current Unix time); ``None`` when absent or unreadable. Never negative."""
     if not value:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
-        return None  # an HTTP date: rare for these APIs; the backoff applies
+        pass
+    else:
+        return max(0.0, seconds) if math.isfinite(seconds) else None
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:  # "-0000": RFC 5322's "UTC, origin unknown"
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 def _reason(response: httpx.Response) -> str:

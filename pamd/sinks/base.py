@@ -9,10 +9,35 @@ from typing import Any, ClassVar
 from pamd.model import Alert
 
 
+class PermanentDeliveryError(Exception):
+    """Raised by a sink when retrying cannot help (the receiver refused the alert: an HTTP 4xx other than 408/429,
+    a payload it rejects). Any other exception from :meth:`Sink.deliver` is taken as transient and retried."""
+
+
+class TransientDeliveryError(Exception):
+    """A delivery attempt failed in a way that may succeed later (receiver down, overloaded, timed out,
+    unreachable). Raising it is optional (any exception other than :class:`PermanentDeliveryError` is transient);
+    it carries ``retry_after``, the seconds the receiver asked to wait (HTTP ``Retry-After``), or ``None``."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class SinkConfigError(ValueError):
+    """A sink's options cannot be used (raised by its factory); ``key`` names the offending key of its
+    ``[sinks.<name>]`` table, ``""`` the table as a whole."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(problem)
+        self.key = key
+
+
 class Sink:
     """Delivers alerts somewhere. Sinks never decide whether an alert should exist; they only deliver it.
 
-    ``deliver`` must be idempotent on ``alert.id`` (delivery is at-least-once).
+    ``deliver`` must be idempotent on ``alert.id`` (delivery is at-least-once). It raises
+    :class:`PermanentDeliveryError` for a final refusal and any other exception for a transient failure.
     """
 
     name: ClassVar[str] = ""

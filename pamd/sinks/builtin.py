@@ -1,4 +1,8 @@
-"""The built-in sinks, registered through the same ``register_sinks`` hook third-party sinks use."""
+"""The built-in sinks, registered through the same ``register_sinks`` hook third-party sinks use.
+
+console and jsonl are on unless configured off (:data:`pamd.jobs.DEFAULT_SINKS`); webhook and redis only when their
+``[sinks.<name>]`` table exists (they need a URL).
+"""
 
 from __future__ import annotations
 
@@ -8,9 +12,13 @@ from pamd.hookspecs import hookimpl
 from pamd.sinks.base import SinkFactory
 from pamd.sinks.console import ConsoleSink
 from pamd.sinks.jsonl import JsonlSink
+from pamd.sinks.redis import RedisSink
+from pamd.sinks.webhook import WebhookSink
 
 
 @hookimpl
 def register_sinks(register: Callable[[str, SinkFactory], None]) -> None:
     register("console", ConsoleSink)
     register("jsonl", JsonlSink)
+    register("redis", RedisSink)
+    register("webhook", WebhookSink)

@@ -49,9 +49,9 @@ Handler = Callable[[Request], Reply]
 
 
 class FakeServer:
-    """See the module docstring. ``url`` is ``http://127.0.0.1:PORT``."""
+    """See the module docstring. ``url`` is ``http://127.0.0.1:PORT`` (``port``: 0 for a free one)."""
 
-    def __init__(self, handler: Handler) -> None:
+    def __init__(self, handler: Handler, port: int = 0) -> None:
         self.handler = handler
         self.requests: list[Request] = []
         self.failures: list[Reply] = []
@@ -86,7 +86,7 @@ class FakeServer:
 
             do_GET = do_POST = _serve  # noqa: N815 - http.server's naming
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), _Handler)
         self._httpd.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}"
 
