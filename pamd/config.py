@@ -106,13 +106,15 @@ class AlertsSection(_Section):
     quiet_start: HHMM = ""  # HH:MM in the user's timezone; empty: no default quiet hours
     quiet_end: HHMM = ""
     release_interval: float = 60.0  # seconds between checks for held alerts whose quiet hours ended
+    retry_interval: float = 1.0  # seconds between rounds of the outbox: failed deliveries due for a retry
+    resume_after: float = 120.0  # seconds after which a stored, never delivered alert is taken as left by a crash
     state: Literal["store", "redis"] = "store"  # where dedupe state lives; "redis" shares it between replicas
 
     def __post_init__(self) -> None:
         if bool(self.quiet_start) != bool(self.quiet_end):
             raise ValueError("set both quiet_start and quiet_end, or neither")
-        if self.max_per_day < 0 or self.release_interval <= 0:
-            raise ValueError("max_per_day must be >= 0 and release_interval > 0")
+        if self.max_per_day < 0 or self.release_interval <= 0 or self.retry_interval <= 0 or self.resume_after <= 0:
+            raise ValueError("max_per_day must be >= 0; release_interval, retry_interval and resume_after > 0")
 
 
 class Config(_Section, dict=True):

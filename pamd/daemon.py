@@ -21,7 +21,7 @@ import anyio
 import anyio.abc
 
 from pamd import __version__, http
-from pamd.alerts.release import release_held_forever
+from pamd.alerts.release import deliver_in_background
 from pamd.alerts.split_book import RedisStateBook, open_alert_book
 from pamd.assemble import Assembly, assemble
 from pamd.config import ConfigError, redact
@@ -77,6 +77,7 @@ class Daemon:
     # ---- lifecycle -------------------------------------------------------------------------------------------
     async def run(self) -> int:
         """Run until SIGTERM/SIGINT. Raises :class:`ConfigError` (or ``http.ListenError``) before starting."""
+        started_at = datetime.now(UTC)  # alerts stored before this and still pending were left by a crash
         assembly = assemble(self.config_path, self.environ)
         config = assembly.config
         setup_logging(config.log.level, config.log.format)
@@ -100,9 +101,8 @@ class Daemon:
                     await tg.start(http.serve, sock, self)
                 tg.start_soon(self._handle_signals)
                 tg.start_soon(self._ping_watchdog)
-                tg.start_soon(release_held_forever, lambda: self.current.runner.pipeline if self.current else None,
-                              config.alerts.release_interval, self.coordinator.is_leader if self.coordinator
-                              else lambda: False)
+                tg.start_soon(deliver_in_background, lambda: self.current.runner.pipeline if self.current else None,
+                              config.alerts, self.coordinator.is_leader, started_at)
                 self.state = "running"
                 listen = config.http.listen if sock else "off"
                 self.notifier.ready(f"running {len(assembly.jobs)} monitors; http {listen}")
@@ -146,7 +146,8 @@ class Daemon:
         self.metrics.declare_sinks(assembly.sinks)
         for plugin in assembly.plugins.plugins:
             self.metrics.plugin_up.labels(plugin.name, plugin.source).set(1 if plugin.status == "loaded" else 0)
-        pipeline = AlertPipeline(assembly.sinks, self.metrics, book=self.book, settings=assembly.config.alerts)
+        pipeline = AlertPipeline(assembly.sinks, self.metrics, book=self.book, settings=assembly.config.alerts,
+                                 outbox=self.store)
         providers = ProviderHub(assembly.config.providers, self.metrics)
         runner = Runner(assembly.jobs, pipeline, self.metrics, self.coordinator, self.store,
                         assembly.config.daemon.max_concurrent_ticks, providers=providers, keep_decisions=False)

@@ -20,7 +20,8 @@ from pamd.model import Priority
 RUN_OUTCOMES = ("success", "error", "timeout", "skipped", "missed")
 ALERT_OUTCOMES = ("delivered", "failed", "held", "released", "expired", "cooldown", "opted_out", "capped", "dry_run",
                   "fenced")
-DELIVERY_OUTCOMES = ("success", "error")
+DELIVERY_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 21600.0)
+DELIVERY_OUTCOMES = ("success", "error", "rejected", "expired", "queued")
 PROVIDER_OUTCOMES = ("success", "timeout", "unreachable", "http_error", "malformed")
 LATENESS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)
@@ -73,8 +74,15 @@ class Metrics:
         self.alerts_resolved = Counter("pamd_alerts_resolved_total",
                                        "Alerted conditions a complete tick no longer reported (state cleared)",
                                        ["monitor"], registry=r)
-        self.deliveries = Counter("pamd_deliveries_total", "Alert deliveries attempted per sink",
+        self.deliveries = Counter("pamd_deliveries_total", "Alert deliveries per sink: success, error (transient: "
+                                  "retried with backoff), rejected (refused for good), expired (the alert expired "
+                                  "before a retry got through), queued (behind an undelivered alert of the same user)",
                                   ["sink", "outcome"], registry=r)
+        self.outbox_pending = Gauge("pamd_outbox_pending", "Stored alerts not yet delivered to every sink",
+                                    registry=r)
+        self.delivery_latency = Histogram("pamd_delivery_latency_seconds", "From an alert's creation to its "
+                                          "successful delivery to a sink", ["sink"],
+                                          buckets=DELIVERY_BUCKETS, registry=r)
         self.loop_lag = Histogram("pamd_event_loop_lag_seconds", "How late the event loop woke a timer",
                                   buckets=LAG_BUCKETS, registry=r)
         self.loop_stalls = Counter("pamd_event_loop_stalls_total",

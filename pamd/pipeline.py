@@ -18,6 +18,7 @@ from datetime import UTC, datetime, time, timedelta
 
 from pamd.alerts.book import AlertBook, AlertContext, FencedError
 from pamd.alerts.decide import Decision, decide
+from pamd.alerts.delivery import Deliverer
 from pamd.alerts.prefs import effective
 from pamd.config import AlertsSection
 from pamd.metrics import Metrics
@@ -30,7 +31,8 @@ BATCH = 2000  # alerts decided and recorded per store round trip (and transactio
 
 
 class AlertPipeline:
-    """See the module docstring. ``book`` is usually the store (if it implements :class:`AlertBook`)."""
+    """See the module docstring. ``book`` is usually the store (if it implements :class:`AlertBook`); ``outbox``
+    (default: ``book``) remembers and retries failed deliveries (:mod:`pamd.alerts.delivery`)."""
 
     def __init__(
         self,
@@ -38,10 +40,12 @@ class AlertPipeline:
         metrics: Metrics,
         book: object | None = None,
         settings: AlertsSection | None = None,
+        outbox: object | None = None,
     ) -> None:
         self.sinks = sinks
         self.metrics = metrics
         self.book = book if isinstance(book, AlertBook) else None
+        self.deliverer = Deliverer(sinks, metrics, outbox if outbox is not None else book)
         self.settings = settings or AlertsSection()
         quiet = self.settings.quiet_start, self.settings.quiet_end
         self._default_quiet = (time.fromisoformat(quiet[0]), time.fromisoformat(quiet[1])) if all(quiet) else None
@@ -117,7 +121,7 @@ class AlertPipeline:
                 self.metrics.alerts.labels(monitor, alert.priority.value, "fenced").inc()
             raise FencedError(f"lost leadership (epoch {epoch}) after storing {len(ready)} alert(s) of {monitor} and "
                               "before delivering them: they stay pending in the store, undelivered by this replica")
-        await self._deliver_all(ready, monitor, "delivered")
+        await self.deliverer.deliver(ready, "delivered", now)
 
     async def decide(
         self, monitor: str, alerts: Sequence[Alert], now: datetime, cooldown: timedelta
@@ -162,40 +166,11 @@ class AlertPipeline:
                 for alert in expired:
                     self.metrics.alerts.labels(alert.monitor, alert.priority.value, "expired").inc()
             ready = [a for a in due if a not in expired]
-            await self._deliver_all(ready, None, "released", now)
+            # In the outbox now: a crash or a failing sink from here on is retried like any new alert's.
+            await self.book.mark_alerts([a.id for a in ready], "pending", now)
+            await self.deliverer.deliver(ready, "released", now)
             released += len(ready)
         return released
-
-    async def _deliver_all(
-        self, alerts: Sequence[Alert], monitor: str | None, outcome: str, now: datetime | None = None
-    ) -> None:
-        delivered: list[str] = []
-        failed: list[str] = []
-        for alert in alerts:
-            ok = await self._deliver(alert)
-            (delivered if ok else failed).append(alert.id)
-            self.metrics.alerts.labels(monitor or alert.monitor, alert.priority.value,
-                                       outcome if ok else "failed").inc()
-        if self.book is not None:
-            stamp = now or datetime.now(UTC)
-            if delivered:
-                await self.book.mark_alerts(delivered, "delivered", stamp)
-            if failed:
-                await self.book.mark_alerts(failed, "failed", stamp)
-
-    async def _deliver(self, alert: Alert) -> bool:
-        ok = True
-        for name, sink in self.sinks.items():
-            try:
-                await sink.deliver(alert)
-            except Exception as exc:
-                ok = False
-                self.metrics.deliveries.labels(name, "error").inc()
-                log.error("sink %s failed to deliver alert %s: %s", name, alert.id, exc,
-                          extra={"sink": name, "alert_id": alert.id, "monitor": alert.monitor})
-            else:
-                self.metrics.deliveries.labels(name, "success").inc()
-        return ok
 
     async def aclose(self) -> None:
         for sink in self.sinks.values():

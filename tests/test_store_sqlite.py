@@ -99,14 +99,14 @@ async def test_migrate_is_idempotent_and_creates_everything(tmp_path: Path) -> N
     path = tmp_path / "nested" / "dir" / "pamd.db"
     store = SQLiteStore(f"sqlite:///{path}")
     assert await store.is_empty()  # no schema yet
-    assert await store.migrate() == 4
+    assert await store.migrate() == 5
     assert await store.migrate() == 0
     await store.ping()
     await store.aclose()
     with sqlite3.connect(path) as conn:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         assert tables >= {*PRIMARY_KEYS, "pamd_migrations"}
-        assert conn.execute("SELECT COUNT(*) FROM pamd_migrations").fetchone()[0] == 4
+        assert conn.execute("SELECT COUNT(*) FROM pamd_migrations").fetchone()[0] == 5
         indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
         assert "pam_alerts_outbox_idx" in indexes and "pam_alerts_fingerprint_idx" not in indexes  # migration 4
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -137,7 +137,8 @@ async def test_seed_demo_is_idempotent(store: SQLiteStore) -> None:
     assert await store.seed_demo(NOW + timedelta(days=2)) == written  # a later seed refreshes, never duplicates
     assert table_counts(store.path) == first
     assert first["profiles"] == 8
-    assert all(first[t] > 0 for t in PRIMARY_KEYS if t not in ("pam_alerts", "pam_alert_state", "notifications"))
+    written_by_pamd = ("pam_alerts", "pam_alert_state", "pam_deliveries", "notifications")
+    assert all(first[t] > 0 for t in PRIMARY_KEYS if t not in written_by_pamd)
     logged = [inp.fills[-1].logged_at for inp in await fuel_inputs(store) if inp.fills]
     assert max(logged) <= NOW + timedelta(days=2) and max(logged) > NOW
 

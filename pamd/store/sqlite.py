@@ -20,6 +20,7 @@ from pamd.store.sqlite_budget import SQLiteBudgetQueries
 from pamd.store.sqlite_context import SQLiteContextQueries
 from pamd.store.sqlite_fuel import SQLiteFuelQueries
 from pamd.store.sqlite_maintenance import SQLiteMaintenanceQueries
+from pamd.store.sqlite_outbox import SQLiteOutboxQueries
 from pamd.store.sqlite_weather import SQLiteWeatherQueries
 
 __all__ = ["INACTIVE_STATUSES", "PRIMARY_KEYS", "SQLiteStore", "sqlite_path"]
@@ -33,6 +34,7 @@ _MIGRATIONS: tuple[tuple[int, str], ...] = (
     (2, "schema_sqlite_002.sql"),
     (3, "schema_sqlite_003.sql"),
     (4, "schema_sqlite_004.sql"),
+    (5, "schema_sqlite_005.sql"),
 )
 """(version, SQL resource in pamd.store), applied in order; each version at most once."""
 
@@ -49,6 +51,7 @@ PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
     "notification_preferences": ("user_id", "monitor"),
     "pam_alerts": ("id",),
     "pam_alert_state": ("fingerprint",),
+    "pam_deliveries": ("alert_id", "sink"),
     "notifications": ("id",),
 }
 """The tables :meth:`SQLiteStore.add_rows` may write, with their primary keys (the upsert conflict target)."""
@@ -60,6 +63,7 @@ class SQLiteStore(
     SQLiteWeatherQueries,
     SQLiteMaintenanceQueries,
     SQLiteContextQueries,
+    SQLiteOutboxQueries,
     SQLiteAlertQueries,
     SQLiteBase,
 ):

@@ -1,0 +1,179 @@
+"""Delivery: hand stored alerts to every sink, in order per user, and retry what did not go through.
+
+At-least-once, with the alert id as idempotency key. A delivery that succeeds at once leaves no trace but the alert's
+``delivered`` state. One that fails transiently is remembered (:class:`pamd.alerts.outbox.Delivery`) and retried with
+exponential backoff until it succeeds or the alert expires; the user's later alerts for that sink queue behind it, so
+they arrive in order. A sink's final refusal (:class:`pamd.sinks.base.PermanentDeliveryError`) is logged and not
+retried. Alerts a crash left between storing and delivering are resumed by :meth:`Deliverer.resume_stuck`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+
+from pamd.alerts.outbox import Delivery, OutboxBook
+from pamd.backoff import backoff
+from pamd.metrics import Metrics
+from pamd.model import Alert
+from pamd.sinks.base import PermanentDeliveryError, Sink, TransientDeliveryError
+
+log = logging.getLogger("pamd.delivery")
+
+
+class Deliverer:
+    """Delivers alerts to ``sinks``; with an :class:`OutboxBook` (``book``), failures are remembered and retried,
+    without one (no store) each delivery is tried once. ``retry_base``/``retry_cap``: the backoff, in seconds."""
+
+    def __init__(
+        self, sinks: dict[str, Sink], metrics: Metrics, book: object | None = None, *,
+        retry_base: float = 2.0, retry_cap: float = 300.0,
+    ) -> None:
+        self.sinks = sinks
+        self.metrics = metrics
+        self.book = book if isinstance(book, OutboxBook) else None
+        self.retry_base = retry_base
+        self.retry_cap = retry_cap
+
+    async def deliver(self, alerts: Sequence[Alert], outcome: str = "delivered", now: datetime | None = None) -> None:
+        """Deliver stored ``alerts`` (in order) to every sink; ``outcome`` labels the fully delivered ones in
+        ``pamd_alerts_total`` (``delivered``, or ``released`` for alerts held for quiet hours)."""
+        if not alerts:
+            return
+        now = now or datetime.now(UTC)
+        queued: set[tuple[str, str]] = set()
+        if self.book is not None and self.sinks:
+            queued = await self.book.queued_users(list(self.sinks), sorted({a.user_id for a in alerts}))
+        done: list[Alert] = []
+        unsettled: list[Alert] = []
+        records: list[Delivery] = []
+        for alert in alerts:
+            complete = True
+            for name, sink in self.sinks.items():
+                if (name, alert.user_id) in queued:
+                    records.append(_record(alert, name, "pending", 0, now, "waiting behind an earlier alert"))
+                    self.metrics.deliveries.labels(name, "queued").inc()
+                    complete = False
+                    continue
+                error = await self._attempt(name, sink, alert, now)
+                if error is None:
+                    continue
+                complete = False
+                retry, message, wait = error
+                if retry and self.book is not None:
+                    records.append(_record(alert, name, "pending", 1, now + self._delay(1, wait), message))
+                    queued.add((name, alert.user_id))
+                else:
+                    records.append(_record(alert, name, "failed", 1, now, message))
+            (done if complete else unsettled).append(alert)
+        await self._conclude(done, unsettled, records, outcome, now)
+
+    async def retry_due(self, now: datetime | None = None) -> int:
+        """Retry the deliveries due at ``now`` (each user's queue per sink in order; a failure stops that queue
+        until its next attempt). Returns how many went through."""
+        if self.book is None:
+            return 0
+        now = now or datetime.now(UTC)
+        due = await self.book.due_deliveries(now)
+        stopped: set[tuple[str, str]] = set()
+        changed: list[Delivery] = []
+        touched: dict[str, Alert] = {}
+        sent = 0
+        for record, alert in due:
+            queue = (record.sink, record.user_id)
+            sink = self.sinks.get(record.sink)
+            if queue in stopped or sink is None:
+                continue  # behind a failure this round, or a sink no longer configured (kept until it returns)
+            touched[alert.id] = alert
+            if alert.expires_at is not None and alert.expires_at <= now:
+                record.state, record.last_error = "expired", "the alert expired before it could be delivered"
+                self.metrics.deliveries.labels(record.sink, "expired").inc()
+                changed.append(record)
+                continue
+            error = await self._attempt(record.sink, sink, alert, now)
+            record.attempts += 1
+            if error is None:
+                record.state, record.last_error = "delivered", None
+                sent += 1
+            elif error[0]:
+                record.next_attempt_at = now + self._delay(record.attempts, error[2])
+                record.last_error = error[1]
+                stopped.add(queue)
+            else:
+                record.state, record.last_error = "failed", error[1]
+            changed.append(record)
+        await self.book.save_deliveries(changed, now)
+        settled = await self.book.settle_alerts(list(touched), now)
+        for alert_id, state in settled.items():
+            alert = touched[alert_id]
+            self.metrics.alerts.labels(alert.monitor, alert.priority.value, state).inc()
+        return sent
+
+    async def resume_stuck(self, before: datetime, now: datetime | None = None) -> int:
+        """Deliver alerts stored before ``before`` that were never handed to the sinks (the process died, or lost
+        its leadership, in between). Returns how many."""
+        if self.book is None:
+            return 0
+        now = now or datetime.now(UTC)
+        resumed = 0
+        while stuck := await self.book.stuck_alerts(before):
+            log.warning("resuming %d stored alert(s) that were never delivered", len(stuck))
+            await self.deliver(stuck, "delivered", now)
+            resumed += len(stuck)
+        return resumed
+
+    async def update_gauge(self) -> None:
+        """Refresh ``pamd_outbox_pending``."""
+        if self.book is not None:
+            self.metrics.outbox_pending.set(await self.book.outbox_size())
+
+    async def _attempt(self, name: str, sink: Sink, alert: Alert, now: datetime) -> tuple[bool, str, float] | None:
+        """One delivery: ``None`` if it went through, else ``(retry?, why, seconds the receiver asked to wait)``."""
+        try:
+            await sink.deliver(alert)
+        except PermanentDeliveryError as exc:
+            self.metrics.deliveries.labels(name, "rejected").inc()
+            log.error("sink %s refused alert %s for good: %s", name, alert.id, exc,
+                      extra={"sink": name, "alert_id": alert.id, "monitor": alert.monitor})
+            return False, f"refused: {exc}", 0.0
+        except Exception as exc:
+            self.metrics.deliveries.labels(name, "error").inc()
+            log.warning("sink %s failed to deliver alert %s (will retry): %s", name, alert.id, exc,
+                        extra={"sink": name, "alert_id": alert.id, "monitor": alert.monitor})
+            wait = exc.retry_after if isinstance(exc, TransientDeliveryError) and exc.retry_after else 0.0
+            return True, f"{type(exc).__name__}: {exc}", wait
+        self.metrics.deliveries.labels(name, "success").inc()
+        if alert.created_at is not None:
+            self.metrics.delivery_latency.labels(name).observe(max(0.0, (now - alert.created_at).total_seconds()))
+        return None
+
+    async def _conclude(
+        self, done: list[Alert], unsettled: list[Alert], records: list[Delivery], outcome: str, now: datetime
+    ) -> None:
+        for alert in done:
+            self.metrics.alerts.labels(alert.monitor, alert.priority.value, outcome).inc()
+        if self.book is None:
+            for alert in unsettled:
+                self.metrics.alerts.labels(alert.monitor, alert.priority.value, "failed").inc()
+            return
+        await self.book.save_deliveries(records, now)
+        if done:
+            await self.book.mark_alerts([a.id for a in done], "delivered", now)
+        if unsettled:
+            by_id = {a.id: a for a in unsettled}
+            for alert_id, state in (await self.book.settle_alerts(list(by_id), now)).items():
+                alert = by_id[alert_id]
+                self.metrics.alerts.labels(alert.monitor, alert.priority.value, state).inc()
+
+    def _delay(self, attempts: int, asked: float = 0.0) -> timedelta:
+        """The wait before the next attempt: half the exponential step plus jitter up to the other half (retries of
+        many alerts spread out), and never less than what the receiver asked for (``Retry-After``)."""
+        step = min(self.retry_cap, self.retry_base * 2 ** (attempts - 1))
+        jittered = step / 2 + backoff(attempts, self.retry_base / 2, self.retry_cap / 2)
+        return timedelta(seconds=max(jittered, min(asked, self.retry_cap * 12)))
+
+
+def _record(alert: Alert, sink: str, state: str, attempts: int, at: datetime, error: str | None) -> Delivery:
+    return Delivery(alert_id=alert.id, sink=sink, user_id=alert.user_id, state=state,  # type: ignore[arg-type]
+                    attempts=attempts, next_attempt_at=at, last_error=error)
