@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 import sys
 from collections.abc import Iterator
@@ -90,3 +91,20 @@ def daemons() -> Iterator[list[DaemonProcess]]:
     yield started
     for daemon in started:
         daemon.kill()
+
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+"""The shared Redis the tests use (CI starts it); tests that kill or reconfigure Redis start their own."""
+
+
+@pytest.fixture
+def prefix() -> Iterator[str]:
+    """A Redis key prefix of this test's own; every key under it is deleted afterwards."""
+    import redis
+
+    name = f"pamd-test-{secrets.token_hex(6)}"
+    yield name
+    with redis.Redis.from_url(REDIS_URL) as client:
+        keys = list(client.scan_iter(f"{name}:*", count=1000))
+        for start in range(0, len(keys), 1000):
+            client.delete(*keys[start : start + 1000])

@@ -8,9 +8,8 @@ own key prefix, deleted afterwards.
 
 from __future__ import annotations
 
-import secrets
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -18,7 +17,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import pytest
-import redis
 import redis.asyncio as aioredis
 
 from pamd.alerts.book import AlertBook, AlertContext, FencedError
@@ -31,9 +29,9 @@ from pamd.model import Alert, Priority
 from pamd.pipeline import AlertPipeline
 from pamd.sinks.base import Sink
 from pamd.store.sqlite import SQLiteStore
-from tests.conftest import write_config
+from tests.conftest import REDIS_URL, write_config
 
-URL = "redis://127.0.0.1:6379/0"
+URL = REDIS_URL
 P = Priority
 T0 = datetime(2026, 1, 15, 0, 0, tzinfo=UTC)  # 13:00 in Auckland (ann), 14:00 the day before in Honolulu (bob)
 NIGHT = datetime(2026, 1, 15, 10, 0, tzinfo=UTC)  # 23:00 in Auckland
@@ -47,16 +45,6 @@ _STATE_COLUMNS = ("user_id", "monitor", "kind", "priority", "last_sent_at", "las
 def anyio_backend() -> str:
     return "asyncio"
 
-
-@pytest.fixture
-def prefix() -> Iterator[str]:
-    """A key prefix of this test's own; every key under it is deleted afterwards."""
-    name = f"pamd-test-{secrets.token_hex(6)}"
-    yield name
-    with redis.Redis.from_url(URL) as client:
-        keys = list(client.scan_iter(f"{name}:*", count=1000))
-        for start in range(0, len(keys), 1000):
-            client.delete(*keys[start : start + 1000])
 
 
 class Recorder(Sink):

@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import anyio
 import pytest
-import redis
 import redis.asyncio as aioredis
 
 from pamd.coordination import open_coordinator
 from pamd.coordination.redis import RedisCoordinator
 from pamd.metrics import Metrics
-from tests.conftest import free_port, write_config
+from tests.conftest import REDIS_URL, free_port, write_config
 from tests.daemon_proc import DaemonProcess, wait_for
 
-URL = "redis://127.0.0.1:6379/0"
+URL = REDIS_URL
 T = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
@@ -26,16 +24,6 @@ T = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 def anyio_backend() -> str:
     return "asyncio"
 
-
-@pytest.fixture
-def prefix() -> Iterator[str]:
-    """A key prefix of this test's own; every key under it is deleted afterwards."""
-    name = f"pamd-test-{secrets.token_hex(6)}"
-    yield name
-    with redis.Redis.from_url(URL) as client:
-        keys = list(client.scan_iter(f"{name}:*"))
-        if keys:
-            client.delete(*keys)
 
 
 class FakeClock:

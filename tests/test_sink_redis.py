@@ -4,16 +4,14 @@ afterwards), and against a closed port."""
 from __future__ import annotations
 
 import json
-import secrets
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
-import redis
 import redis.asyncio as aioredis
 
 from pamd.config import ConfigError, load_config
@@ -23,20 +21,10 @@ from pamd.plugins import load_plugins
 from pamd.sinks.base import SinkConfigError, TransientDeliveryError
 from pamd.sinks.payload import PAYLOAD_FIELDS
 from pamd.sinks.redis import RedisSink, RedisSinkOptions
-from tests.conftest import free_port
+from tests.conftest import REDIS_URL, free_port
 
-URL = "redis://127.0.0.1:6379/0"
+URL = REDIS_URL
 
-
-@pytest.fixture
-def prefix() -> Iterator[str]:
-    """A key prefix of this test's own; every key under it is deleted afterwards."""
-    name = f"pamd-test-{secrets.token_hex(6)}"
-    yield name
-    with redis.Redis.from_url(URL) as client:
-        keys = list(client.scan_iter(f"{name}:*", count=1000))
-        for start in range(0, len(keys), 1000):
-            client.delete(*keys[start : start + 1000])
 
 
 @pytest.fixture
