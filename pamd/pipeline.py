@@ -68,7 +68,7 @@ class AlertPipeline:
         """Process one tick's alerts, a batch at a time. ``complete``: the tick evaluated every user (or
         ``user_id``) without degradation, so fingerprints it did not produce are resolved. ``dry_run`` decides but
         writes and delivers nothing. ``keep``: return every decision (else only the counts, which keeps a big
-        tick's memory to one batch). ``still_leading``: asked after each batch is stored and before it is delivered;
+        tick's memory to one batch). ``still_leading``: asked before each alert is handed to the sinks;
         false (the lease lapsed meanwhile: a pause, a partition) raises :class:`FencedError` and delivers nothing
         more, so a leader resumed after losing its term cannot deliver with its stale epoch."""
         now = now or datetime.now(UTC)
@@ -116,12 +116,13 @@ class AlertPipeline:
                 self.metrics.alerts_resolved.labels(monitor).inc(len(resolved))
                 log.info("monitor %s: %d condition(s) resolved", monitor, len(resolved), extra={"monitor": monitor})
         ready = [d.alert for d in decided if d.outcome == "delivered"]
-        if still_leading is not None and not still_leading():
-            for alert in ready:
+        left = await self.deliverer.deliver(ready, "delivered", now, still_leading=still_leading)
+        if left:
+            for alert in left:
                 self.metrics.alerts.labels(monitor, alert.priority.value, "fenced").inc()
-            raise FencedError(f"lost leadership (epoch {epoch}) after storing {len(ready)} alert(s) of {monitor} and "
-                              "before delivering them: they stay pending in the store, undelivered by this replica")
-        await self.deliverer.deliver(ready, "delivered", now)
+            raise FencedError(f"lost leadership (epoch {epoch}) after storing {len(left)} alert(s) of {monitor} and "
+                              "before delivering them: they stay pending in the store, for the outbox of whoever "
+                              "leads (after [alerts] resume_after)")
 
     async def decide(
         self, monitor: str, alerts: Sequence[Alert], now: datetime, cooldown: timedelta

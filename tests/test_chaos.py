@@ -13,6 +13,7 @@ import os
 import random
 import shutil
 import signal
+import sqlite3
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -29,6 +30,7 @@ from tests.redis_servers import OwnRedis
 SECONDS = float(os.environ.get("PAMD_CHAOS_SECONDS", "180"))
 LEASE_TTL = 3.0
 GRACE = 15  # misfire grace, longer than any failover here
+RESUME_AFTER = 3.0  # an alert stored by a leader that then lost its term is delivered by the next one after this
 MONITORS = [f"chaos{n}" for n in range(1, 6)]
 
 PLUGIN = '''
@@ -86,6 +88,7 @@ class Cluster:
         self.extra = (
             f'[coordination]\nurl = "redis://127.0.0.1:{own_redis.port}/0"\nprefix = "chaos"\n'
             f'lease_ttl = {LEASE_TTL}\n[store]\nurl = "sqlite:///{tmp_path}/shared.db"\nseed_demo = false\n'
+            f"[alerts]\nresume_after = {RESUME_AFTER}\n"
             "[sinks.console]\nenabled = false\n"
             + "".join(f"[monitors.{m}]\nenabled = false\n" for m in ("fuel", "budget", "weather", "maintenance",
                                                                      "context"))
@@ -143,6 +146,16 @@ class Cluster:
         for daemon in self.replicas.values():
             assert daemon.stop() == 0
 
+    def stored(self) -> dict[tuple[str, str], str]:
+        """The state of every alert in the shared store, by (monitor, scheduled_at) of the run that made it."""
+        with sqlite3.connect(self.tmp_path / "shared.db") as conn:
+            rows = conn.execute("SELECT body, state FROM pam_alerts WHERE kind = 'tick'").fetchall()
+        found = {}
+        for body, state in rows:
+            run = json.loads(body)
+            found[(run["monitor"], run["scheduled_at"])] = state
+        return found
+
     def delivered(self) -> list[dict[str, Any]]:
         alerts = []
         for name in ("r1", "r2", "r3"):
@@ -181,18 +194,26 @@ def test_chaos_no_tick_twice_none_missed_none_stale(tmp_path: Path, own_redis: O
     lost = [(m, start) for start, end in cluster.windows for m in MONITORS
             if not any(_in_windows(s, [(start, end)]) for (mm, s) in per_tick if mm == m)]
     delivered = cluster.delivered()
+    times_delivered = Counter((a["title"], a["subject"]) for a in delivered)
+    stored = cluster.stored()
     claimed_epoch = {(r["monitor"], r["scheduled_at"]): r["epoch"] for r in runs}
     stale = [a for a in delivered if a["epoch"] < claimed_epoch.get((a["title"], a["subject"]), 0)]
+    left_pending = [tick for tick, state in stored.items() if state != "delivered"]
+    refused = [tick for tick in per_tick if tick not in stored]  # a stale leader's write, refused by the fence
+    repeated = [tick for tick, count in times_delivered.items() if count > 1]  # at-least-once: a kill mid-delivery
     with capsys.disabled():  # the counts show in the test run's output, not only on failure
         print(f"\nchaos: {SECONDS:.0f} s, events {cluster.events}, ticks due {len(ticks)} ({len(outside)} outside "
               f"{len(cluster.windows)} failover windows), runs {len(runs)}, ran twice {len(twice)}, missed outside "
-              f"windows {len(missed)}, windows without a catch-up run {len(lost)}, alerts delivered "
-              f"{len(delivered)}, stale {len(stale)}, "
+              f"windows {len(missed)}, windows without a catch-up run {len(lost)}, alerts stored {len(stored)}, "
+              f"delivered {len(times_delivered)} ({len(repeated)} more than once), left undelivered "
+              f"{len(left_pending)}, refused by the fence {len(refused)}, stale deliveries {len(stale)}, "
               f"epochs {sorted({r['epoch'] for r in runs})}")
     assert not twice, twice[:10]
     assert not missed, missed[:10]
     assert not lost, lost[:10]
-    assert len(delivered) == len(runs)  # every run's alert was delivered once, by the replica that ran it
+    assert not left_pending, left_pending[:10]  # stored means delivered, by the outbox if its leader fell
+    assert set(times_delivered) == set(stored)
+    assert all(_in_windows(s, cluster.windows) for _, s in refused + repeated), (refused, repeated)
     assert not stale
 
 

@@ -10,7 +10,7 @@ retried. Alerts a crash left between storing and delivering are resumed by :meth
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 from pamd.alerts.outbox import Delivery, OutboxBook
@@ -36,11 +36,17 @@ class Deliverer:
         self.retry_base = retry_base
         self.retry_cap = retry_cap
 
-    async def deliver(self, alerts: Sequence[Alert], outcome: str = "delivered", now: datetime | None = None) -> None:
+    async def deliver(
+        self, alerts: Sequence[Alert], outcome: str = "delivered", now: datetime | None = None, *,
+        still_leading: Callable[[], bool] | None = None,
+    ) -> list[Alert]:
         """Deliver stored ``alerts`` (in order) to every sink; ``outcome`` labels the fully delivered ones in
-        ``pamd_alerts_total`` (``delivered``, or ``released`` for alerts held for quiet hours)."""
+        ``pamd_alerts_total`` (``delivered``, or ``released`` for alerts held for quiet hours).
+
+        ``still_leading`` is asked before each alert: once it says no (the lease lapsed: a pause, a partition),
+        nothing more is delivered and the alerts not handed to any sink are returned (they stay pending)."""
         if not alerts:
-            return
+            return []
         now = now or datetime.now(UTC)
         queued: set[tuple[str, str]] = set()
         if self.book is not None and self.sinks:
@@ -48,7 +54,11 @@ class Deliverer:
         done: list[Alert] = []
         unsettled: list[Alert] = []
         records: list[Delivery] = []
-        for alert in alerts:
+        left: list[Alert] = []
+        for index, alert in enumerate(alerts):
+            if still_leading is not None and not still_leading():
+                left = list(alerts[index:])
+                break
             complete = True
             for name, sink in self.sinks.items():
                 if (name, alert.user_id) in queued:
@@ -68,6 +78,7 @@ class Deliverer:
                     records.append(_record(alert, name, "failed", 1, now, message))
             (done if complete else unsettled).append(alert)
         await self._conclude(done, unsettled, records, outcome, now)
+        return left
 
     async def retry_due(self, now: datetime | None = None) -> int:
         """Retry the deliveries due at ``now`` (each user's queue per sink in order; a failure stops that queue
