@@ -10,7 +10,7 @@ due tick when the old leader had already run the current one). Then, with no
 monitor due, Redis's own command counters (INFO commandstats) give the commands per second of a lone idle leader
 and of an idle follower added beside it. In the same run, RedBeat (Celery beat's Redis lock) with its lock timeout
 set to the same ttl: SIGKILL the beat holding the lock, seconds until the other beat sends its first task (needs
-bench/.venv-peers with celery-redbeat: running bench/idle_footprint.py once creates it). Targets: graceful
+bench/.venv-peers with celery-redbeat, created on first use as by bench/idle_footprint.py). Targets: graceful
 <= 0.5 s; crash <= ttl + 1 s; <= 2 commands/s each.
 Results go to bench/results/failover-*.json.
 """
@@ -179,11 +179,15 @@ def idle_cost(workdir: Path, redis_port: int, ttl: float, window: float) -> tupl
 
 def redbeat_crash_failover(workdir: Path, redis_port: int, lock_timeout: int) -> float | None:
     """SIGKILL the beat holding RedBeat's lock; seconds until the other beat sends its first task. ``None`` when
-    Celery/RedBeat are not installed in bench/.venv-peers."""
-    python = ROOT / "bench" / ".venv-peers" / "bin" / "python"
-    probe = subprocess.run([str(python), "-c", "import celery, redbeat"], capture_output=True, check=False)
-    if not python.exists() or probe.returncode != 0:
+    Celery/RedBeat cannot be installed into bench/.venv-peers (created on first use)."""
+    from idle_footprint import PEERS_VENV, ensure_peers_venv  # the same peers venv, created on first use
+
+    try:
+        ensure_peers_venv()
+    except (OSError, subprocess.CalledProcessError) as exc:
+        print(f"RedBeat not measured: cannot set up {PEERS_VENV}: {exc}")
         return None
+    python = PEERS_VENV / "bin" / "python"
     env = dict(os.environ, BENCH_REDIS=f"redis://127.0.0.1:{redis_port}/0", BENCH_LOCK_TIMEOUT=str(lock_timeout),
                PYTHONPATH=str(ROOT / "bench" / "peers"))
     logs = [workdir / f"beat-{n}-{time.monotonic_ns()}.log" for n in (1, 2)]
