@@ -146,6 +146,8 @@ class Daemon:
         self.metrics.declare_sinks(assembly.sinks)
         for plugin in assembly.plugins.plugins:
             self.metrics.plugin_up.labels(plugin.name, plugin.source).set(1 if plugin.status == "loaded" else 0)
+        for sink in assembly.sinks.values():
+            sink.bind_store(self.store)
         pipeline = AlertPipeline(assembly.sinks, self.metrics, book=self.book, settings=assembly.config.alerts,
                                  outbox=self.store)
         providers = ProviderHub(assembly.config.providers, self.metrics)

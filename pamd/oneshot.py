@@ -35,6 +35,8 @@ async def one_shot_runner(assembly: Assembly, *, deliver: bool) -> AsyncIterator
     coordinator = open_coordinator(config.coordination.url, config.coordination.prefix, str(config.state_dir))
     metrics = Metrics()
     book = open_alert_book(config, store)
+    for sink in assembly.sinks.values():
+        sink.bind_store(store)
     pipeline = AlertPipeline(assembly.sinks if deliver else {}, metrics, book=book, settings=config.alerts,
                              outbox=store)
     runner = Runner(assembly.jobs, pipeline, metrics, coordinator, store,

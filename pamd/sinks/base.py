@@ -46,6 +46,10 @@ class Sink:
     async def deliver(self, alert: Alert) -> None:
         raise NotImplementedError
 
+    def bind_store(self, store: object) -> None:
+        """Called with the daemon's store before the first delivery. Sinks that write to it (``table``) keep it and
+        raise :class:`TypeError` if it cannot do what they need; others ignore it."""
+
     async def aclose(self) -> None:
         """Release resources; called on shutdown and reload."""
 

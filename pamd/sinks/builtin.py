@@ -1,7 +1,7 @@
 """The built-in sinks, registered through the same ``register_sinks`` hook third-party sinks use.
 
-console and jsonl are on unless configured off (:data:`pamd.jobs.DEFAULT_SINKS`); webhook and redis only when their
-``[sinks.<name>]`` table exists (they need a URL).
+console and jsonl are on unless configured off (:data:`pamd.jobs.DEFAULT_SINKS`); table, webhook and redis only when
+their ``[sinks.<name>]`` table exists.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from pamd.sinks.base import SinkFactory
 from pamd.sinks.console import ConsoleSink
 from pamd.sinks.jsonl import JsonlSink
 from pamd.sinks.redis import RedisSink
+from pamd.sinks.table import TableSink
 from pamd.sinks.webhook import WebhookSink
 
 
@@ -21,4 +22,5 @@ def register_sinks(register: Callable[[str, SinkFactory], None]) -> None:
     register("console", ConsoleSink)
     register("jsonl", JsonlSink)
     register("redis", RedisSink)
+    register("table", TableSink)
     register("webhook", WebhookSink)

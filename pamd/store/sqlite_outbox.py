@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 
 import anyio.to_thread
+import msgspec
 
 from pamd.alerts.outbox import Delivery
 from pamd.model import Alert
@@ -119,6 +120,22 @@ class SQLiteOutboxQueries(SQLiteAlertQueries):
             return int(conn.execute("SELECT COUNT(*) FROM pam_alerts WHERE state = 'pending'").fetchone()[0])
 
         return await anyio.to_thread.run_sync(self._locked_read, read)
+
+    async def add_notification(self, alert: Alert, table: str = "notifications") -> bool:
+        """The ``table`` sink's write (:class:`pamd.sinks.table.NotificationWriter`): one row per alert id."""
+        data = msgspec.json.encode({"monitor": alert.monitor, "facts": alert.facts, "actions": alert.actions,
+                                    "fingerprint": alert.fingerprint}).decode()
+        row = [alert.id, alert.user_id, alert.id, alert.kind, alert.priority.value, alert.title, alert.body, data,
+               format_ts(alert.created_at) if alert.created_at else format_ts(datetime.now(UTC)),
+               format_ts(alert.expires_at) if alert.expires_at else None]
+
+        def write(conn: sqlite3.Connection) -> bool:
+            # ``table`` is checked to be a plain name by the sink; quoted all the same.
+            sql = (f'INSERT OR IGNORE INTO "{table}" (id, user_id, alert_id, type, priority, title, body, data, '
+                   "created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+            return conn.execute(sql, row).rowcount == 1
+
+        return await self._call(write)
 
     def _alerts_by_id(self, conn: sqlite3.Connection, ids: list[str]) -> dict[str, Alert]:
         alerts: dict[str, Alert] = {}
