@@ -82,11 +82,13 @@ class AlertPipeline:
         try:
             for index, chunk in enumerate(batches):
                 decided = await self.decide(monitor, [source[i] for i in chunk], now, cooldown)
-                for d in decided:
-                    result.outcomes[d.outcome] += 1
-                    outcome = "dry_run" if dry_run else d.outcome
-                    if outcome != "delivered":
-                        self.metrics.alerts.labels(monitor, d.alert.priority.value, outcome).inc()
+                # One ``inc`` per label set, not per alert: a big tick decides tens of thousands.
+                counted = Counter((d.outcome, d.alert.priority.value) for d in decided)
+                for (decision, priority), count in counted.items():
+                    result.outcomes[decision] += count
+                    outcome = "dry_run" if dry_run else decision
+                    if outcome != "delivered":  # delivered ones are counted once the sinks have them
+                        self.metrics.alerts.labels(monitor, priority, outcome).inc(count)
                 if keep:
                     result.decisions += decided
                 if writing is not None:
