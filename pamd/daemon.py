@@ -300,6 +300,7 @@ class Daemon:
             "monitors": monitors,
             "plugins": [p.as_json() for p in gen.assembly.plugins.plugins] if gen else [],
             "sinks": sorted(gen.assembly.sinks) if gen else [],
+            "outbox": gen.runner.pipeline.deliverer.status() if gen else None,
             "last_reload": self.last_reload,
             "event_loop": {"last_stall": self.loopwatch.last_stall if self.loopwatch else None},
         }

@@ -105,6 +105,13 @@ async def test_a_failed_delivery_is_retried_with_backoff_and_order_per_user_is_k
     assert metric("pamd_alerts_total", {"monitor": "fuel", "priority": "high", "outcome": "delivered"}) == 3
     assert metric("pamd_deliveries_total", {"sink": "flaky", "outcome": "queued"}) == 1
     assert metric("pamd_delivery_latency_seconds_count", {"sink": "flaky"}) == 3
+    await deliverer.update_gauge()
+    status = deliverer.status()
+    assert status["pending"] == 0
+    sinks = status["sinks"]
+    assert isinstance(sinks, dict) and sinks["steady"] is None
+    assert sinks["flaky"]["at"] == "2026-03-02T12:02:00+00:00"  # the last failure is kept
+    assert sinks["flaky"]["error"] == "ConnectionError: receiver down"
 
 
 @pytest.mark.anyio

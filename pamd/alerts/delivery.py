@@ -36,6 +36,8 @@ class Deliverer:
         self.book = book if isinstance(book, OutboxBook) else None
         self.retry_base = retry_base
         self.retry_cap = retry_cap
+        self.pending: int | None = None  # stored alerts not yet delivered everywhere, as last counted
+        self.last_errors: dict[str, dict[str, str]] = {}  # per sink: its latest failure, for /status
 
     async def deliver(
         self, alerts: Sequence[Alert], outcome: str = "delivered", now: datetime | None = None, *,
@@ -138,7 +140,12 @@ class Deliverer:
     async def update_gauge(self) -> None:
         """Refresh ``pamd_outbox_pending``."""
         if self.book is not None:
-            self.metrics.outbox_pending.set(await self.book.outbox_size())
+            self.pending = await self.book.outbox_size()
+            self.metrics.outbox_pending.set(self.pending)
+
+    def status(self) -> dict[str, object]:
+        """For ``/status``: the outbox's size as last counted and each sink's latest failure."""
+        return {"pending": self.pending, "sinks": {name: self.last_errors.get(name) for name in self.sinks}}
 
     async def _attempt(self, name: str, sink: Sink, alert: Alert, now: datetime) -> tuple[bool, str, float] | None:
         """One delivery: ``None`` if it went through, else ``(retry?, why, seconds the receiver asked to wait)``."""
@@ -146,11 +153,14 @@ class Deliverer:
             await sink.deliver(alert)
         except PermanentDeliveryError as exc:
             self.metrics.deliveries.labels(name, "rejected").inc()
+            self.last_errors[name] = {"at": now.isoformat(), "alert_id": alert.id, "error": f"refused: {exc}"}
             log.error("sink %s refused alert %s for good: %s", name, alert.id, exc,
                       extra={"sink": name, "alert_id": alert.id, "monitor": alert.monitor})
             return False, f"refused: {exc}", 0.0
         except Exception as exc:
             self.metrics.deliveries.labels(name, "error").inc()
+            self.last_errors[name] = {"at": now.isoformat(), "alert_id": alert.id,
+                                      "error": f"{type(exc).__name__}: {exc}"}
             log.warning("sink %s failed to deliver alert %s (will retry): %s", name, alert.id, exc,
                         extra={"sink": name, "alert_id": alert.id, "monitor": alert.monitor})
             wait = exc.retry_after if isinstance(exc, TransientDeliveryError) and exc.retry_after else 0.0
