@@ -108,3 +108,36 @@ def prefix() -> Iterator[str]:
         keys = list(client.scan_iter(f"{name}:*", count=1000))
         for start in range(0, len(keys), 1000):
             client.delete(*keys[start : start + 1000])
+
+
+PG_URL = os.environ.get("PAMD_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+"""The shared PostgreSQL database the tests use (CI starts it); each test gets a schema of its own in it."""
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """``PG_URL`` with a fresh, empty schema of this test's own as its ``search_path`` (asyncpg sends unknown URL
+    parameters as server settings); the schema and everything in it are dropped afterwards. (Usable from async
+    fixtures too: the setup runs its own event loop in a worker thread.)"""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    import asyncpg
+
+    schema = f"pamd_test_{secrets.token_hex(6)}"
+
+    async def run(sql: str) -> None:
+        conn = await asyncpg.connect(PG_URL)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    def execute(sql: str) -> None:
+        with ThreadPoolExecutor(1) as pool:
+            pool.submit(asyncio.run, run(sql)).result()
+
+    execute(f'CREATE SCHEMA "{schema}"')
+    separator = "&" if "?" in PG_URL else "?"
+    yield f"{PG_URL}{separator}search_path={schema}"
+    execute(f'DROP SCHEMA "{schema}" CASCADE')

@@ -75,9 +75,10 @@ def test_open_store_sqlite(tmp_path: Path) -> None:
     assert isinstance(store, FuelInputSource)
 
 
-@pytest.mark.parametrize(("url", "scheme"), [("postgresql://u@h/db", "postgresql"), ("supabase", "supabase")])
+@pytest.mark.parametrize(("url", "scheme"), [("mysql://u@h/db", "mysql"), ("supabase", "supabase")])
 def test_open_store_unsupported(url: str, scheme: str) -> None:
-    with pytest.raises(ValueError, match=rf"^unsupported store url scheme '{scheme}' \(supported: sqlite\)$"):
+    supported = r"sqlite, postgresql, postgres"
+    with pytest.raises(ValueError, match=rf"^unsupported store url scheme '{scheme}' \(supported: {supported}\)$"):
         open_store(url)
 
 

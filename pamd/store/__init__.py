@@ -6,20 +6,25 @@ from pamd.store.base import Store
 
 __all__ = ["Store", "open_store", "prepare_store"]
 
-SUPPORTED_SCHEMES = ("sqlite",)
+SUPPORTED_SCHEMES = ("sqlite", "postgresql", "postgres")
 
 
 def open_store(url: str) -> Store:
     """Build the store for ``url`` (``[store] url``). Nothing is opened until first use.
 
-    Supported: ``sqlite:///relative.db``, ``sqlite:////absolute.db``. Raises :class:`ValueError` for any other
-    scheme (Postgres and Supabase come later).
+    Supported: ``sqlite:///relative.db``, ``sqlite:////absolute.db``, and ``postgresql://user@host:5432/db`` (or
+    ``postgres://``; see :mod:`pamd.store.pg_base` for its parameters, e.g. ``?pgbouncer=true``). Raises
+    :class:`ValueError` for any other scheme. asyncpg is imported only for a Postgres URL.
     """
     scheme = url.split(":", 1)[0].lower() if ":" in url else url
     if scheme == "sqlite":
         from pamd.store.sqlite import SQLiteStore
 
         return SQLiteStore(url)
+    if scheme in ("postgresql", "postgres"):
+        from pamd.store.pg import PostgresStore
+
+        return PostgresStore(url)
     raise ValueError(f"unsupported store url scheme {scheme!r} (supported: {', '.join(SUPPORTED_SCHEMES)})")
 
 

@@ -1,0 +1,319 @@
+"""Postgres side of the alert pipeline and the outbox: the same semantics as :mod:`pamd.store.sqlite_alerts` and
+:mod:`pamd.store.sqlite_outbox` (:class:`pamd.alerts.book.AlertBook`, :class:`pamd.alerts.outbox.OutboxBook`).
+
+Lists travel as arrays (``= ANY($1)``, ``unnest``), so nothing is chunked. The epoch fence is checked in the same
+transaction as the writes it guards, holding ``pamd_fence``'s row lock until commit: two replicas that both
+believe they lead are serialised, and the older term is refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from pamd.alerts.book import AlertContext, FencedError
+from pamd.alerts.decide import AlertState, Decision
+from pamd.alerts.outbox import Delivery
+from pamd.alerts.prefs import PreferenceRow, local_midnight, parse_hhmm, zone
+from pamd.model import Alert, Priority
+from pamd.store.pg_base import PostgresBase, pg_ts
+
+COUNTED_STATES = ["pending", "held", "delivered", "failed"]
+
+_INSERT_ALERT = """
+INSERT INTO pam_alerts (id, user_id, monitor, kind, priority, title, body, facts, actions, fingerprint,
+    epoch, state, scheduled_at, created_at, expires_at, deliver_after)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8::json, $9::json, $10, $11, $12, $13, $14, $15, $16)
+ON CONFLICT DO NOTHING
+"""
+_UPSERT_STATE = """
+INSERT INTO pam_alert_state (fingerprint, user_id, monitor, kind, priority, last_alert_id, last_sent_at,
+    last_seen_at, epoch)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+ON CONFLICT (fingerprint) DO UPDATE SET priority = excluded.priority, last_alert_id = excluded.last_alert_id,
+    last_sent_at = excluded.last_sent_at, last_seen_at = excluded.last_seen_at, epoch = excluded.epoch
+"""
+_SENT_TODAY = """
+SELECT a.user_id, a.monitor, COUNT(*) AS n
+FROM unnest($1::text[], $2::timestamptz[]) AS u(user_id, since)
+JOIN pam_alerts AS a ON a.user_id = u.user_id AND a.created_at >= u.since
+WHERE a.priority <> 'urgent' AND a.state = ANY($3::text[])
+GROUP BY a.user_id, a.monitor
+"""
+_ALERT_COLUMNS = ("a.id, a.user_id, a.monitor, a.kind, a.priority, a.title, a.body, a.facts::text AS facts, "
+                  "a.actions::text AS actions, a.fingerprint, a.epoch, a.created_at, a.expires_at")
+_SAVE = """
+INSERT INTO pam_deliveries (alert_id, sink, user_id, state, attempts, next_attempt_at, last_error, updated_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+ON CONFLICT (alert_id, sink) DO UPDATE SET state = excluded.state, attempts = excluded.attempts,
+    next_attempt_at = excluded.next_attempt_at, last_error = excluded.last_error, updated_at = excluded.updated_at
+"""
+# The head of each (sink, user) queue, if due.
+_DUE_HEADS = """
+SELECT h.sink, h.user_id, h.head FROM (
+    SELECT sink, user_id, MIN(alert_id) AS head FROM pam_deliveries WHERE state = 'pending' GROUP BY sink, user_id
+) AS h JOIN pam_deliveries AS d ON d.alert_id = h.head AND d.sink = h.sink
+WHERE d.next_attempt_at <= $1 ORDER BY h.head LIMIT $2
+"""
+_DELIVERY_COLUMNS = "alert_id, sink, user_id, state, attempts, next_attempt_at, last_error"
+
+
+def _json(value: object) -> str:
+    return msgspec.json.encode(value).decode()
+
+
+class PostgresAlertQueries(PostgresBase):
+    """The alert book on Postgres: tables ``pam_alert_state``, ``pam_alerts`` and ``pamd_fence``."""
+
+    async def alert_context(self, monitor: str, alerts: Sequence[Alert], now: datetime) -> AlertContext:
+        """See :meth:`pamd.alerts.book.AlertBook.alert_context`."""
+        users = sorted({a.user_id for a in alerts})
+        fingerprints = sorted({a.fingerprint for a in alerts})
+        return await self._call(self._alert_context, monitor, users, fingerprints, now)
+
+    async def _alert_context(
+        self, conn: asyncpg.Connection, monitor: str, users: list[str], fingerprints: list[str], now: datetime
+    ) -> AlertContext:
+        ctx = AlertContext()
+        if users:
+            for row in await conn.fetch("SELECT id, timezone FROM profiles WHERE id = ANY($1::text[])", users):
+                ctx.timezones[row["id"]] = row["timezone"] or "UTC"
+            sql = ("SELECT user_id, monitor, enabled, quiet_start, quiet_end, max_per_day FROM notification_preferences"
+                   " WHERE user_id = ANY($1::text[]) AND monitor IN ('*', $2) ORDER BY user_id, monitor")
+            for row in await conn.fetch(sql, users, monitor):
+                pref = self._preference(row)
+                ctx.preferences.setdefault(pref.user_id, []).append(pref)
+            # Today's counts: per user since their own local midnight.
+            since = [pg_ts(local_midnight(now, zone(ctx.timezones.get(user, "UTC")))) for user in users]
+            for row in await conn.fetch(_SENT_TODAY, users, since, COUNTED_STATES):
+                ctx.sent_today[row["user_id"]] = ctx.sent_today.get(row["user_id"], 0) + row["n"]
+                if row["monitor"] == monitor:
+                    ctx.sent_today_by_monitor[row["user_id"]] = row["n"]
+        if fingerprints:
+            sql = ("SELECT fingerprint, user_id, monitor, kind, priority, last_alert_id, last_sent_at, epoch "
+                   "FROM pam_alert_state WHERE fingerprint = ANY($1::text[])")
+            for row in await conn.fetch(sql, fingerprints):
+                ctx.states[row["fingerprint"]] = AlertState(
+                    fingerprint=row["fingerprint"], user_id=row["user_id"], monitor=row["monitor"],
+                    kind=row["kind"], priority=Priority(row["priority"]), last_alert_id=row["last_alert_id"],
+                    last_sent_at=row["last_sent_at"], epoch=row["epoch"])
+        return ctx
+
+    def _preference(self, row: asyncpg.Record) -> PreferenceRow:
+        cap = row["max_per_day"]
+        if cap is not None and cap < 0:
+            self._skip("notification_preferences", f"{row['user_id']}/{row['monitor']}", f"bad max_per_day {cap!r}")
+            cap = None
+        start, end = parse_hhmm(row["quiet_start"]), parse_hhmm(row["quiet_end"])
+        if (row["quiet_start"] or row["quiet_end"]) and (start is None or end is None):
+            self._skip("notification_preferences", f"{row['user_id']}/{row['monitor']}",
+                       f"bad quiet hours {row['quiet_start']!r}-{row['quiet_end']!r} (expected HH:MM)")
+        return PreferenceRow(user_id=row["user_id"], monitor=row["monitor"], enabled=row["enabled"],
+                             quiet_start=start, quiet_end=end, max_per_day=cap)
+
+    async def record_decisions(
+        self,
+        monitor: str,
+        decisions: Sequence[Decision],
+        now: datetime,
+        *,
+        scheduled_at: datetime | None = None,
+        sweep_user: str | None = None,
+        sweep: bool = False,
+        epoch: int = 0,
+    ) -> list[str]:
+        """See :meth:`pamd.alerts.book.AlertBook.record_decisions`."""
+        stamp = pg_ts(now)
+        tick = pg_ts(scheduled_at) if scheduled_at else None
+        alerts: list[tuple[Any, ...]] = []
+        states: list[tuple[Any, ...]] = []
+        for d in decisions:
+            a = d.alert
+            if not d.accepted:
+                continue
+            alerts.append((a.id, a.user_id, a.monitor, a.kind, a.priority.value, a.title, a.body, _json(a.facts),
+                           _json(a.actions), a.fingerprint, a.epoch, "held" if d.outcome == "held" else "pending",
+                           tick, pg_ts(a.created_at or now), pg_ts(a.expires_at) if a.expires_at else None,
+                           pg_ts(d.release_at) if d.release_at else None))
+            # A held alert reaches the user when quiet hours end: its cooldown runs from then.
+            sent = pg_ts(d.release_at) if d.release_at else stamp
+            states.append((a.fingerprint, a.user_id, a.monitor, a.kind, a.priority.value, a.id, sent, stamp,
+                           a.epoch))
+        seen = sorted({d.alert.fingerprint for d in decisions if not d.accepted})  # accepted ones are upserted
+        epoch = max((d.alert.epoch for d in decisions), default=epoch)
+
+        async def write(conn: asyncpg.Connection) -> list[str]:
+            await self._fence(conn, epoch)
+            if alerts:
+                await conn.executemany(_INSERT_ALERT, alerts)
+            if states:
+                await conn.executemany(_UPSERT_STATE, states)
+            if seen:
+                await conn.execute("UPDATE pam_alert_state SET last_seen_at = $1 WHERE fingerprint = ANY($2::text[])",
+                                   stamp, seen)
+            if not sweep:
+                return []
+            where, params = "monitor = $1 AND last_seen_at < $2", [monitor, stamp]
+            if sweep_user is not None:
+                where, params = where + " AND user_id = $3", [*params, sweep_user]
+            resolved = [r[0] for r in await conn.fetch(
+                f"DELETE FROM pam_alert_state WHERE {where} RETURNING fingerprint", *params)]
+            if resolved:
+                await conn.execute("UPDATE pam_alerts SET state = 'resolved', resolved_at = $1 WHERE state = 'held' "
+                                   "AND deliver_after IS NOT NULL AND fingerprint = ANY($2::text[])", stamp, resolved)
+            return resolved
+
+        return await self._in_transaction(write)
+
+    @staticmethod
+    async def _fence(conn: asyncpg.Connection, epoch: int) -> None:
+        """Refuse ``epoch`` if a newer leadership term already wrote; else remember it as the newest. The row
+        stays locked until the transaction ends."""
+        if epoch <= 0:
+            return
+        newest = await conn.fetchval("SELECT epoch FROM pamd_fence WHERE name = 'leader' FOR UPDATE")
+        if newest is None:  # the first term to write: two may race to create the row, GREATEST settles it
+            newest = await conn.fetchval(
+                "INSERT INTO pamd_fence (name, epoch) VALUES ('leader', $1) ON CONFLICT (name) DO UPDATE "
+                "SET epoch = GREATEST(pamd_fence.epoch, excluded.epoch) RETURNING epoch", epoch)
+        elif epoch > newest:
+            await conn.execute("UPDATE pamd_fence SET epoch = $1 WHERE name = 'leader'", epoch)
+            newest = epoch
+        if epoch < newest:
+            raise FencedError(f"epoch {epoch} is older than epoch {newest}, which already wrote: this replica "
+                              "lost its leadership and must not deliver")
+
+    async def mark_alerts(self, alert_ids: Sequence[str], state: str, now: datetime) -> None:
+        """See :meth:`pamd.alerts.book.AlertBook.mark_alerts`."""
+        if not alert_ids:
+            return
+        pool = await self._get_pool()
+        if state == "delivered":
+            await pool.execute("UPDATE pam_alerts SET state = $1, delivered_at = $2 WHERE id = ANY($3::text[])",
+                               state, pg_ts(now), list(alert_ids))
+        else:
+            await pool.execute("UPDATE pam_alerts SET state = $1 WHERE id = ANY($2::text[])", state, list(alert_ids))
+
+    async def due_held_alerts(self, now: datetime, limit: int = 500) -> list[Alert]:
+        """See :meth:`pamd.alerts.book.AlertBook.due_held_alerts`."""
+        pool = await self._get_pool()
+        sql = (f"SELECT {_ALERT_COLUMNS} FROM pam_alerts AS a WHERE a.state = 'held' AND a.deliver_after <= $1 "
+               "ORDER BY a.deliver_after, a.id LIMIT $2")
+        return [self._alert(row) for row in await pool.fetch(sql, pg_ts(now), limit)]
+
+    @staticmethod
+    def _alert(row: asyncpg.Record) -> Alert:
+        return Alert(
+            id=row["id"], user_id=row["user_id"], monitor=row["monitor"], kind=row["kind"],
+            priority=Priority(row["priority"]), title=row["title"], body=row["body"],
+            facts=msgspec.json.decode(row["facts"]), actions=msgspec.json.decode(row["actions"]),
+            fingerprint=row["fingerprint"], epoch=row["epoch"], created_at=row["created_at"],
+            expires_at=row["expires_at"],
+        )
+
+
+class PostgresOutboxQueries(PostgresAlertQueries):
+    """The outbox on Postgres (see :class:`pamd.alerts.outbox.OutboxBook`): table ``pam_deliveries``."""
+
+    async def queued_users(self, sinks: Sequence[str], users: Sequence[str]) -> set[tuple[str, str]]:
+        """See :meth:`pamd.alerts.outbox.OutboxBook.queued_users`."""
+        if not sinks or not users:
+            return set()
+        pool = await self._get_pool()
+        sql = ("SELECT DISTINCT sink, user_id FROM pam_deliveries WHERE state = 'pending' AND sink = ANY($1::text[]) "
+               "AND user_id = ANY($2::text[])")
+        return {(row[0], row[1]) for row in await pool.fetch(sql, list(sinks), sorted(set(users)))}
+
+    async def save_deliveries(self, deliveries: Sequence[Delivery], now: datetime) -> None:
+        """See :meth:`pamd.alerts.outbox.OutboxBook.save_deliveries`."""
+        stamp = pg_ts(now)
+        rows = [(d.alert_id, d.sink, d.user_id, d.state, d.attempts, pg_ts(d.next_attempt_at), d.last_error, stamp)
+                for d in deliveries]
+
+        async def write(conn: asyncpg.Connection) -> None:
+            await conn.executemany(_SAVE, rows)
+
+        if rows:
+            await self._in_transaction(write)
+
+    async def due_deliveries(self, now: datetime, limit: int = 500) -> list[tuple[Delivery, Alert]]:
+        """See :meth:`pamd.alerts.outbox.OutboxBook.due_deliveries`."""
+
+        async def read(conn: asyncpg.Connection) -> list[tuple[Delivery, Alert]]:
+            found: list[tuple[Delivery, Alert]] = []
+            for sink, user, _ in await conn.fetch(_DUE_HEADS, pg_ts(now), limit):
+                sql = (f"SELECT {_DELIVERY_COLUMNS} FROM pam_deliveries WHERE state = 'pending' AND sink = $1 AND "
+                       "user_id = $2 ORDER BY alert_id LIMIT $3")
+                queue = [self._delivery(row) for row in await conn.fetch(sql, sink, user, limit)]
+                alerts = await self._alerts_by_id(conn, [d.alert_id for d in queue])
+                found += [(d, alerts[d.alert_id]) for d in queue if d.alert_id in alerts]
+                if len(found) >= limit:
+                    break
+            return found
+
+        return await self._call(read)
+
+    async def stuck_alerts(self, before: datetime, limit: int = 500) -> list[Alert]:
+        """See :meth:`pamd.alerts.outbox.OutboxBook.stuck_alerts`."""
+        pool = await self._get_pool()
+        sql = (f"SELECT {_ALERT_COLUMNS} FROM pam_alerts AS a WHERE a.state = 'pending' AND a.created_at < $1 "
+               "AND NOT EXISTS (SELECT 1 FROM pam_deliveries AS d WHERE d.alert_id = a.id) "
+               "ORDER BY a.created_at, a.id LIMIT $2")
+        return [self._alert(row) for row in await pool.fetch(sql, pg_ts(before), limit)]
+
+    async def settle_alerts(self, alert_ids: Sequence[str], now: datetime) -> dict[str, str]:
+        """See :meth:`pamd.alerts.outbox.OutboxBook.settle_alerts`."""
+        stamp = pg_ts(now)
+
+        async def write(conn: asyncpg.Connection) -> dict[str, str]:
+            sql = ("SELECT a.id, COUNT(*) FILTER (WHERE d.state = 'pending') AS pending, "
+                   "COUNT(*) FILTER (WHERE d.state IN ('failed', 'expired')) AS failed FROM pam_alerts AS a "
+                   "LEFT JOIN pam_deliveries AS d ON d.alert_id = a.id WHERE a.id = ANY($1::text[]) "
+                   "AND a.state = 'pending' GROUP BY a.id")
+            states: dict[str, str] = {}
+            for alert_id, pending, failed in await conn.fetch(sql, sorted(set(alert_ids))):
+                if not pending:
+                    states[alert_id] = "failed" if failed else "delivered"
+            for state in ("delivered", "failed"):
+                ids = [i for i, s in states.items() if s == state]
+                if ids:
+                    await conn.execute("UPDATE pam_alerts SET state = $1, delivered_at = CASE WHEN $1 = 'delivered' "
+                                       "THEN $2 ELSE delivered_at END WHERE id = ANY($3::text[])", state, stamp, ids)
+            return states
+
+        if not alert_ids:
+            return {}
+        return await self._in_transaction(write)
+
+    async def outbox_size(self) -> int:
+        """See :meth:`pamd.alerts.outbox.OutboxBook.outbox_size`."""
+        pool = await self._get_pool()
+        return int(await pool.fetchval("SELECT COUNT(*) FROM pam_alerts WHERE state = 'pending'"))
+
+    async def add_notification(self, alert: Alert, table: str = "notifications") -> bool:
+        """The ``table`` sink's write (:class:`pamd.sinks.table.NotificationWriter`): one row per alert id."""
+        data = _json({"monitor": alert.monitor, "facts": alert.facts, "actions": alert.actions,
+                      "fingerprint": alert.fingerprint})
+        # ``table`` is checked to be a plain name by the sink; quoted all the same.
+        sql = (f'INSERT INTO "{table}" (id, user_id, alert_id, type, priority, title, body, data, created_at, '
+               "expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10) ON CONFLICT DO NOTHING")
+        pool = await self._get_pool()
+        status = await pool.execute(sql, alert.id, alert.user_id, alert.id, alert.kind, alert.priority.value,
+                                    alert.title, alert.body, data, pg_ts(alert.created_at or datetime.now(UTC)),
+                                    pg_ts(alert.expires_at) if alert.expires_at else None)
+        return bool(status == "INSERT 0 1")
+
+    async def _alerts_by_id(self, conn: asyncpg.Connection, ids: list[str]) -> dict[str, Alert]:
+        if not ids:
+            return {}
+        sql = f"SELECT {_ALERT_COLUMNS} FROM pam_alerts AS a WHERE a.id = ANY($1::text[])"
+        return {row["id"]: self._alert(row) for row in await conn.fetch(sql, ids)}
+
+    @staticmethod
+    def _delivery(row: asyncpg.Record) -> Delivery:
+        return Delivery(alert_id=row["alert_id"], sink=row["sink"], user_id=row["user_id"], state=row["state"],
+                        attempts=row["attempts"], next_attempt_at=row["next_attempt_at"], last_error=row["last_error"])

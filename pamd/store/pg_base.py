@@ -1,0 +1,256 @@
+"""The plumbing every Postgres query module shares: a lazy asyncpg pool, timeouts, skips, keyset pages.
+
+URLs: ``postgresql://user:password@host:5432/db`` (or ``postgres://``), with asyncpg's query parameters
+(``sslmode``, ``sslrootcert``...; any other parameter is sent as a server setting, e.g. ``?search_path=pamd``).
+
+``?pgbouncer=true`` says the URL points at PgBouncer in transaction pooling mode (Supabase's pooler on port 6543),
+which hands each transaction to whichever server connection is free, so a named prepared statement made on one may
+not exist on the next: pamd then turns asyncpg's statement cache off (``statement_cache_size=0``) and sends no
+``statement_timeout`` startup parameter (PgBouncer refuses unknown ones unless listed in its
+``ignore_startup_parameters``); the client-side ``command_timeout`` still applies. The parameter is removed from
+the URL before connecting. Query modules (one per monitor) subclass :class:`PostgresBase`;
+:class:`pamd.store.pg.PostgresStore` combines them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import asyncpg
+
+from pamd.store.records import Profile, finite_or_none
+from pamd.store.sqlite_base import INACTIVE_STATUSES
+
+log = logging.getLogger("pamd.store.pg")
+
+R = TypeVar("R")
+T = TypeVar("T")
+
+Step = Callable[[asyncpg.Connection, str | None], Awaitable[tuple[list[R], str | None]]]
+"""``async def step(conn, after) -> (records, next_after | None)``: one page of a keyset stream."""
+
+_INACTIVE_SQL = ", ".join(f"'{s}'" for s in INACTIVE_STATUSES)
+_PROFILES_SQL = f"""
+SELECT id, full_name, timezone, preferred_units, currency, vehicle_type, max_driving_hours FROM profiles
+WHERE {{where}} AND COALESCE(status, 'active') NOT IN ({_INACTIVE_SQL})
+ORDER BY id LIMIT {{limit}}
+"""
+_TRUE = ("1", "true", "yes", "on")
+
+
+def split_pg_url(url: str) -> tuple[str, bool]:
+    """``(dsn, pgbouncer)``: the URL without its ``pgbouncer`` parameter, and whether that parameter was true.
+
+    Raises :class:`ValueError` for a URL that is not ``postgresql://`` or ``postgres://``.
+    """
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("postgresql", "postgres"):
+        raise ValueError(f"not a postgres URL: {url!r} (expected postgresql://user@host:5432/db)")
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    pgbouncer = any(k.lower() == "pgbouncer" and v.lower() in _TRUE for k, v in query)
+    kept = [(k, v) for k, v in query if k.lower() != "pgbouncer"]
+    return urlunsplit(parts._replace(query=urlencode(kept))), pgbouncer
+
+
+class PostgresBase:
+    """A Postgres database at ``url``, reached through a pool of asyncpg connections opened on first use.
+
+    ``command_timeout`` (s) bounds every call on the client; ``statement_timeout`` (s) is also set on the server
+    (except behind PgBouncer, see the module doc). ``max_size`` bounds the pool (at least 2: a monitor's stream
+    reads its next page on one connection while the pipeline writes alerts on another). ``skipped_rows`` counts
+    rows ignored because of bad data, keyed by table; each row is logged as a warning once.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        command_timeout: float = 60.0,
+        statement_timeout: float | None = 60.0,
+        max_size: int = 4,
+        server_settings: Mapping[str, str] | None = None,
+    ) -> None:
+        self.url = url
+        self.dsn, self.pgbouncer = split_pg_url(url)
+        if max_size < 2:
+            raise ValueError("max_size must be at least 2")
+        self.command_timeout = command_timeout
+        self.statement_timeout = statement_timeout
+        self.max_size = max_size
+        self.server_settings = dict(server_settings or {})
+        self.skipped_rows: Counter[str] = Counter()
+        self._pool: asyncpg.Pool | None = None
+        self._pool_lock = asyncio.Lock()
+        self._closed = False
+        self._warned: set[tuple[str, str]] = set()
+        self._column_types: dict[str, dict[str, str]] = {}  # table -> column -> udt_name (PostgresStore.add_rows)
+
+    def __repr__(self) -> str:
+        return f"PostgresStore({self._redacted()!r})"
+
+    def _redacted(self) -> str:
+        parts = urlsplit(self.url)
+        if parts.password is None:
+            return self.url
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+        return urlunsplit(parts._replace(netloc=netloc))
+
+    # -- plumbing -------------------------------------------------------------------------------------------
+
+    def _connect_kwargs(self) -> dict[str, Any]:
+        settings = dict(self.server_settings)
+        if self.statement_timeout is not None and not self.pgbouncer:
+            settings.setdefault("statement_timeout", str(int(self.statement_timeout * 1000)))
+        kwargs: dict[str, Any] = {"command_timeout": self.command_timeout, "server_settings": settings}
+        if self.pgbouncer:
+            kwargs["statement_cache_size"] = 0
+        return kwargs
+
+    async def _get_pool(self) -> asyncpg.Pool:
+        if self._closed:
+            raise RuntimeError(f"{self!r} is closed")
+        if self._pool is None:
+            async with self._pool_lock:
+                if self._closed:
+                    raise RuntimeError(f"{self!r} is closed")
+                if self._pool is None:
+                    self._pool = await asyncpg.create_pool(
+                        self.dsn, min_size=1, max_size=self.max_size, **self._connect_kwargs())
+        return self._pool
+
+    async def _call(self, func: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """``await func(connection, *args)`` on a pooled connection."""
+        pool = await self._get_pool()
+        async with pool.acquire() as conn:
+            return await func(conn, *args)
+
+    async def _in_transaction(self, func: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """``await func(connection, *args)`` inside one transaction on a pooled connection."""
+        pool = await self._get_pool()
+        async with pool.acquire() as conn, conn.transaction():
+            return await func(conn, *args)
+
+    def _skip(self, table: str, row_id: object, reason: str) -> None:
+        self.skipped_rows[table] += 1
+        key = (table, str(row_id))
+        level = logging.DEBUG if key in self._warned else logging.WARNING
+        self._warned.add(key)
+        log.log(level, "skipping %s row %s: %s", table, row_id, reason)
+
+    # -- Store protocol -------------------------------------------------------------------------------------
+
+    async def ping(self) -> None:
+        """Raise if the database cannot be reached or queried."""
+        pool = await self._get_pool()
+        await pool.fetchval("SELECT 1")
+
+    async def aclose(self) -> None:
+        """Close the pool; further calls raise :class:`RuntimeError`. Safe to call twice."""
+        async with self._pool_lock:
+            self._closed = True
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+
+    # -- users, page by page --------------------------------------------------------------------------------
+
+    @staticmethod
+    def profile_where(after: str | None, user_id: str | None, first: int = 1) -> tuple[str, list[Any]]:
+        """The WHERE clause (on ``profiles``) selecting the page after ``after`` (and only ``user_id``); its
+        placeholders are numbered from ``$first``."""
+        where, params = ["TRUE"], []
+        if after is not None:
+            params.append(after)
+            where.append(f"id > ${first + len(params) - 1}")
+        if user_id is not None:
+            params.append(user_id)
+            where.append(f"id = ${first + len(params) - 1}")
+        return " AND ".join(where), params
+
+    async def _profiles(
+        self, conn: asyncpg.Connection, after: str | None, limit: int, user_id: str | None
+    ) -> list[Profile]:
+        """Up to ``limit`` monitored profiles with ids above ``after`` (keyset pagination), ordered by id."""
+        where, params = self.profile_where(after, user_id)
+        sql = _PROFILES_SQL.format(where=where, limit=f"${len(params) + 1}")
+        return [self.profile(row) for row in await conn.fetch(sql, *params, limit)]
+
+    @staticmethod
+    def profile(row: asyncpg.Record | Mapping[str, Any], id_column: str = "id") -> Profile:
+        """A :class:`Profile` from a row with the ``profiles`` columns (``id`` named ``id_column``)."""
+        hours = finite_or_none(row["max_driving_hours"]) if "max_driving_hours" in row.keys() else None  # noqa: SIM118
+        return Profile(
+            user_id=str(row[id_column]),
+            full_name=row["full_name"],
+            timezone=row["timezone"] or "UTC",
+            preferred_units="imperial" if str(row["preferred_units"]).lower() == "imperial" else "metric",
+            currency=str(row["currency"] or "USD").upper(),
+            vehicle_type=row["vehicle_type"],
+            max_driving_hours=hours if hours is not None and hours > 0 else None,
+        )
+
+    async def monitored_profile(self, user_id: str) -> Profile | None:
+        """The profile of ``user_id`` if it exists and is monitored (its status is not inactive), else ``None``."""
+        profiles = await self._call(self._profiles, None, 1, user_id)
+        return profiles[0] if profiles else None
+
+    async def _pages(
+        self,
+        fetch: Callable[[asyncpg.Connection, list[Profile]], Awaitable[list[R]]],
+        batch_size: int,
+        user_id: str | None,
+    ) -> AsyncGenerator[list[R], None]:
+        """Stream users ``batch_size`` at a time: each page of profiles is handed to ``await fetch(conn,
+        profiles)`` (on the same pooled connection), which loads their rows and returns the records to yield."""
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+
+        async def step(conn: asyncpg.Connection, after: str | None) -> tuple[list[R], str | None]:
+            profiles = await self._profiles(conn, after, batch_size, user_id)
+            batch = await fetch(conn, profiles) if profiles else []
+            return batch, profiles[-1].user_id if len(profiles) == batch_size else None
+
+        async for batch in self._keyset(step):
+            yield batch
+
+    async def _keyset(self, step: Step[R]) -> AsyncGenerator[list[R], None]:
+        """Keyset pagination with read-ahead: ``await step(conn, after)`` returns a page's records and the key to
+        read the next page after (``None`` on the last page), on a pooled connection. The next page is fetched
+        in a task while the caller works on this one; if the caller stops early, that read-ahead is cancelled."""
+
+        async def run(after: str | None) -> tuple[list[R], str | None]:
+            return await self._call(step, after)
+
+        def submit(after: str | None) -> asyncio.Task[tuple[list[R], str | None]]:
+            task = asyncio.create_task(run(after))
+            task.add_done_callback(_consume)  # a read-ahead nobody awaits (the caller stopped) stays quiet
+            return task
+
+        pending: asyncio.Task[tuple[list[R], str | None]] | None = submit(None)
+        try:
+            while pending is not None:
+                batch, after = await pending
+                pending = submit(after) if after is not None else None
+                if batch:
+                    yield batch
+        finally:
+            if pending is not None and not pending.done():
+                pending.cancel()
+
+
+def _consume(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
+def pg_ts(value: datetime) -> datetime:
+    """An instant as pamd stores it: UTC (a naive ``datetime`` is taken to be UTC), truncated to milliseconds like
+    :func:`pamd.store.records.format_ts`, so both stores hold and compare the same instants."""
+    value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return value.replace(microsecond=value.microsecond // 1000 * 1000)
