@@ -24,8 +24,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
-from pamd.store.records import Profile, finite_or_none
-from pamd.store.sqlite_base import INACTIVE_STATUSES
+from pamd.store.records import Profile
+from pamd.store.sqlite_base import INACTIVE_STATUSES, SQLiteBase
 
 log = logging.getLogger("pamd.store.pg")
 
@@ -181,19 +181,8 @@ class PostgresBase:
         sql = _PROFILES_SQL.format(where=where, limit=f"${len(params) + 1}")
         return [self.profile(row) for row in await conn.fetch(sql, *params, limit)]
 
-    @staticmethod
-    def profile(row: asyncpg.Record | Mapping[str, Any], id_column: str = "id") -> Profile:
-        """A :class:`Profile` from a row with the ``profiles`` columns (``id`` named ``id_column``)."""
-        hours = finite_or_none(row["max_driving_hours"]) if "max_driving_hours" in row.keys() else None  # noqa: SIM118
-        return Profile(
-            user_id=str(row[id_column]),
-            full_name=row["full_name"],
-            timezone=row["timezone"] or "UTC",
-            preferred_units="imperial" if str(row["preferred_units"]).lower() == "imperial" else "metric",
-            currency=str(row["currency"] or "USD").upper(),
-            vehicle_type=row["vehicle_type"],
-            max_driving_hours=hours if hours is not None and hours > 0 else None,
-        )
+    # The same normalisation as SQLite's (asyncpg records are read by column name the same way).
+    profile = staticmethod(SQLiteBase.profile)
 
     async def monitored_profile(self, user_id: str) -> Profile | None:
         """The profile of ``user_id`` if it exists and is monitored (its status is not inactive), else ``None``."""

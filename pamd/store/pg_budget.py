@@ -15,14 +15,13 @@ with its reason; a last cheap one finds the users' expenses without a date.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Sequence
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
 from pamd.store.pg_base import PostgresBase
-from pamd.store.records import zone
-from pamd.store.records_budget import Budget, BudgetInput, BudgetStatus, CategorySpend, Period, current_period
+from pamd.store.records_budget import Budget, BudgetInput, BudgetStatus, CategorySpend, Period
 from pamd.store.sqlite_base import INACTIVE_STATUSES
-from pamd.store.sqlite_budget import _budget_fields, _rank, _User, _why_bad
+from pamd.store.sqlite_budget import _rank, _User, _why_bad, budget_users
 
 if TYPE_CHECKING:
     import asyncpg
@@ -130,39 +129,7 @@ class PostgresBudgetQueries(PostgresBase):
         return batch, len(users)
 
     def _budget_users(self, rows: Sequence[Sequence[Any]], now: datetime) -> list[_User]:
-        """Group the page's rows (one per budget, ordered by user) into users with their current periods."""
-        days: dict[str, tuple[str, date]] = {}  # timezone name -> (usable name, local today)
-        users: list[_User] = []
-        for uid, full_name, raw_tz, units, currency, b_id, *fields in rows:
-            if not users or users[-1].user_id != uid:
-                tz_name = raw_tz or "UTC"
-                local = days.get(tz_name)
-                if local is None:
-                    tz = zone(tz_name)
-                    local = (tz_name, now.astimezone(tz).date()) if tz else ("UTC", now.astimezone(UTC).date())
-                    days[tz_name] = local
-                if local[0] != tz_name:
-                    self._skip("profiles", uid, f"unknown timezone {tz_name!r}, using UTC")
-                users.append(_User(
-                    user_id=str(uid), full_name=full_name, timezone=local[0],
-                    units="imperial" if str(units).lower() == "imperial" else "metric",
-                    currency=str(currency or "USD").upper(), today=local[1], active=[], inactive=[]))
-            if b_id is None:
-                continue
-            user = users[-1]
-            parsed = _budget_fields(*fields)
-            if isinstance(parsed, str):
-                self._skip("budgets", b_id, parsed)
-                continue
-            category, amount, kind, start, end = parsed
-            budget = Budget(id=str(b_id), category=category, amount=amount, period=kind, start_date=start,
-                            end_date=end)
-            period = current_period(budget, user.today)
-            if period is None:
-                user.inactive.append(budget.id)
-            else:
-                user.active.append((budget, period))
-        return users
+        return budget_users(rows, now, self._skip)
 
     async def _budget_spend(
         self, conn: asyncpg.Connection, selected: list[_Selected]

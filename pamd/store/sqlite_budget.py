@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import json
 import sqlite3
-from collections.abc import AsyncGenerator, Iterator, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
 from datetime import UTC, date, datetime
 from typing import Any, NamedTuple
 
@@ -169,39 +169,7 @@ class SQLiteBudgetQueries(SQLiteBase):
         return batch, len(users)
 
     def _budget_users(self, rows: list[tuple[Any, ...]], now: datetime) -> list[_User]:
-        """Group the page's rows (one per budget, ordered by user) into users with their current periods."""
-        days: dict[str, tuple[str, date]] = {}  # timezone name -> (usable name, local today)
-        users: list[_User] = []
-        for uid, full_name, raw_tz, units, currency, b_id, *fields in rows:
-            if not users or users[-1].user_id != uid:
-                tz_name = raw_tz or "UTC"
-                local = days.get(tz_name)
-                if local is None:
-                    tz = zone(tz_name)
-                    local = (tz_name, now.astimezone(tz).date()) if tz else ("UTC", now.astimezone(UTC).date())
-                    days[tz_name] = local
-                if local[0] != tz_name:
-                    self._skip("profiles", uid, f"unknown timezone {tz_name!r}, using UTC")
-                users.append(_User(
-                    user_id=str(uid), full_name=full_name, timezone=local[0],
-                    units="imperial" if str(units).lower() == "imperial" else "metric",
-                    currency=str(currency or "USD").upper(), today=local[1], active=[], inactive=[]))
-            if b_id is None:
-                continue
-            user = users[-1]
-            parsed = _budget_fields(*fields)
-            if isinstance(parsed, str):
-                self._skip("budgets", b_id, parsed)
-                continue
-            category, amount, kind, start, end = parsed
-            budget = Budget(id=str(b_id), category=category, amount=amount, period=kind, start_date=start,
-                            end_date=end)
-            period = current_period(budget, user.today)
-            if period is None:
-                user.inactive.append(budget.id)
-            else:
-                user.active.append((budget, period))
-        return users
+        return budget_users(rows, now, self._skip)
 
     def _budget_spend(
         self, cursor: sqlite3.Cursor, selected: list[tuple[Budget, Period, _User]]
@@ -259,3 +227,42 @@ def _why_bad(amount: object, day: object, today: str) -> str:
     if not isinstance(day, str) or len(day) != 10 or parse_date(day) is None:
         return f"unparsable date {day!r}"
     return f"dated {day}, after the user's local today {today}"
+
+
+def budget_users(
+    rows: Sequence[Sequence[Any]], now: datetime, skip: Callable[[str, object, str], None]
+) -> list[_User]:
+    """Group a page's rows (one per budget, ordered by user) into users with their current periods; bad
+    budgets and unknown timezones go to ``skip(table, id, reason)``. Shared by the SQLite and Postgres stores."""
+    days: dict[str, tuple[str, date]] = {}  # timezone name -> (usable name, local today)
+    users: list[_User] = []
+    for uid, full_name, raw_tz, units, currency, b_id, *fields in rows:
+        if not users or users[-1].user_id != uid:
+            tz_name = raw_tz or "UTC"
+            local = days.get(tz_name)
+            if local is None:
+                tz = zone(tz_name)
+                local = (tz_name, now.astimezone(tz).date()) if tz else ("UTC", now.astimezone(UTC).date())
+                days[tz_name] = local
+            if local[0] != tz_name:
+                skip("profiles", uid, f"unknown timezone {tz_name!r}, using UTC")
+            users.append(_User(
+                user_id=str(uid), full_name=full_name, timezone=local[0],
+                units="imperial" if str(units).lower() == "imperial" else "metric",
+                currency=str(currency or "USD").upper(), today=local[1], active=[], inactive=[]))
+        if b_id is None:
+            continue
+        user = users[-1]
+        parsed = _budget_fields(*fields)
+        if isinstance(parsed, str):
+            skip("budgets", b_id, parsed)
+            continue
+        category, amount, kind, start, end = parsed
+        budget = Budget(id=str(b_id), category=category, amount=amount, period=kind, start_date=start,
+                        end_date=end)
+        period = current_period(budget, user.today)
+        if period is None:
+            user.inactive.append(budget.id)
+        else:
+            user.active.append((budget, period))
+    return users
