@@ -21,7 +21,10 @@ import msgspec
 from pamd.store.pg_alerts import PostgresOutboxQueries
 from pamd.store.pg_base import PostgresBase, pg_ts, split_pg_url
 from pamd.store.pg_budget import PostgresBudgetQueries
+from pamd.store.pg_context import PostgresContextQueries
 from pamd.store.pg_fuel import PostgresFuelQueries
+from pamd.store.pg_maintenance import PostgresMaintenanceQueries
+from pamd.store.pg_weather import PostgresWeatherQueries
 from pamd.store.records import parse_ts, to_sql_value
 from pamd.store.sqlite import PRIMARY_KEYS
 
@@ -97,6 +100,9 @@ _CONVERTERS: dict[str, Callable[[object], object]] = {
 class PostgresStore(
     PostgresFuelQueries,
     PostgresBudgetQueries,
+    PostgresWeatherQueries,
+    PostgresMaintenanceQueries,
+    PostgresContextQueries,
     PostgresOutboxQueries,
     PostgresBase,
 ):

@@ -47,7 +47,8 @@ _TRUE = ("1", "true", "yes", "on")
 def split_pg_url(url: str) -> tuple[str, bool]:
     """``(dsn, pgbouncer)``: the URL without its ``pgbouncer`` parameter, and whether that parameter was true.
 
-    Raises :class:`ValueError` for a URL that is not ``postgresql://`` or ``postgres://``.
+    Raises :class:`ValueError` for a URL that is not ``postgresql://`` or ``postgres://``, or that sets
+    ``search_path`` (or ``options``) together with ``pgbouncer=true``.
     """
     parts = urlsplit(url)
     if parts.scheme.lower() not in ("postgresql", "postgres"):
@@ -55,6 +56,11 @@ def split_pg_url(url: str) -> tuple[str, bool]:
     query = parse_qsl(parts.query, keep_blank_values=True)
     pgbouncer = any(k.lower() == "pgbouncer" and v.lower() in _TRUE for k, v in query)
     kept = [(k, v) for k, v in query if k.lower() != "pgbouncer"]
+    if pgbouncer and any(k.lower() in ("search_path", "options") for k, _ in kept):
+        # PgBouncer refuses startup parameters it does not know, or drops them if told to ignore them: the tables
+        # would silently go to the role's default schema (found by tests/test_store_pgbouncer.py).
+        raise ValueError("search_path cannot be set in the URL behind PgBouncer (it drops startup parameters): give "
+                         "the role its own (ALTER ROLE ... SET search_path = ...) or use a database of its own")
     return urlunsplit(parts._replace(query=urlencode(kept))), pgbouncer
 
 

@@ -34,7 +34,7 @@ from pamd.store.records import (
     parse_ts,
 )
 from pamd.store.sqlite_base import INACTIVE_STATUSES
-from pamd.store.sqlite_fuel import CLOCK_SKEW, _coordinates, _fill_order, fill_position
+from pamd.store.sqlite_fuel import CLOCK_SKEW, _coordinates, _fill_order, fill_position, location_position
 
 if TYPE_CHECKING:
     import asyncpg
@@ -157,10 +157,11 @@ class PostgresFuelQueries(PostgresBase):
         return batch, str(rows[-1][0])
 
     def _location(self, user_id: str, found: Sequence[Any], now: datetime) -> Position | None:
-        """The ``user_locations`` row of a page row, ``None`` (skipped and counted) if absent or unusable."""
+        """The ``user_locations`` row of a page row, ``None`` if absent, or unusable (then skipped and counted)."""
         raw_at, lat, lon = found
         if raw_at is None:
             return None
+        return location_position(user_id, raw_at, _number(lat), _number(lon), now, self._skip)
         at = parse_ts(raw_at)
         stamp = format_ts(raw_at) if isinstance(raw_at, datetime) else raw_at
         where = _coordinates(_number(lat), _number(lon))

@@ -82,17 +82,29 @@ def latest_locations(
     cursor = conn.cursor()
     cursor.row_factory = None
     for user_id, recorded_at, lat, lon in cursor.execute(sql, [*user_ids, format_ts(now - max_age)]):
-        at = parse_ts(recorded_at)
-        where = _coordinates(lat, lon)
-        if at is not None and at <= now + CLOCK_SKEW and where is not None:
-            found[str(user_id)] = Position(lat=where[0], lon=where[1], source="user_location", recorded_at=at)
-        elif at is None:
-            skip("user_locations", f"{user_id}@{recorded_at}", f"unparsable recorded_at {recorded_at!r}")
-        elif at > now + CLOCK_SKEW:
-            skip("user_locations", f"{user_id}@{recorded_at}", "recorded in the future")
-        else:
-            skip("user_locations", f"{user_id}@{recorded_at}", f"bad coordinates {lat!r}, {lon!r}")
+        if (position := location_position(user_id, recorded_at, lat, lon, now, skip)) is not None:
+            found[str(user_id)] = position
     return found
+
+
+def location_position(
+    user_id: object, recorded_at: object, lat: object, lon: object, now: datetime,
+    skip: Callable[[str, object, str], None],
+) -> Position | None:
+    """A ``user_locations`` row as a position; ``None`` (skipped and counted through ``skip(table, id, reason)``)
+    when its time is unreadable or in the future or its coordinates are impossible. Shared by every store."""
+    at = parse_ts(recorded_at)
+    where = _coordinates(lat, lon)
+    if at is not None and at <= now + CLOCK_SKEW and where is not None:
+        return Position(lat=where[0], lon=where[1], source="user_location", recorded_at=at)
+    row_id = f"{user_id}@{format_ts(recorded_at) if isinstance(recorded_at, datetime) else recorded_at}"
+    if at is None:
+        skip("user_locations", row_id, f"unparsable recorded_at {recorded_at!r}")
+    elif at > now + CLOCK_SKEW:
+        skip("user_locations", row_id, "recorded in the future")
+    else:
+        skip("user_locations", row_id, f"bad coordinates {lat!r}, {lon!r}")
+    return None
 
 
 def fill_position(fills: Sequence[FuelFill], now: datetime) -> Position | None:
