@@ -103,6 +103,20 @@ def test_demo_seed_and_migrate_are_idempotent(workdir: Path) -> None:
     assert "seeded" in first.stdout
 
 
+def test_demo_seed_migrate_check_and_trigger_on_postgres(workdir: Path, pg_url: str) -> None:
+    env = {"PAMD_STORE__URL": pg_url}
+    assert run_cli("db", "migrate", cwd=workdir, env=env).returncode == 0
+    first = run_cli("demo", "seed", cwd=workdir, env=env)
+    second = run_cli("demo", "seed", cwd=workdir, env=env)
+    assert first.returncode == second.returncode == 0 and first.stdout == second.stdout
+    assert "seeded" in first.stdout
+    check = run_cli("check", cwd=workdir, env=env)
+    assert "ok   store: postgresql://" in check.stdout, check.stdout
+    for monitor in ("fuel", "budget", "maintenance", "context"):
+        result = run_cli("trigger", monitor, "--dry-run", cwd=workdir, env=env)
+        assert result.returncode == 0 and f"{monitor}: success" in result.stderr, result.stdout + result.stderr
+
+
 def test_check_passes_before_start_and_against_a_running_daemon(workdir: Path, port: int) -> None:
     result = run_cli("check", cwd=workdir)
     assert result.returncode == 0, result.stdout
