@@ -167,7 +167,9 @@ class Deliverer:
             return True, f"{type(exc).__name__}: {exc}", wait
         self.metrics.deliveries.labels(name, "success").inc()
         if alert.created_at is not None:
-            self.metrics.delivery_latency.labels(name).observe(max(0.0, (now - alert.created_at).total_seconds()))
+            # The wall clock, not ``now``: inline deliveries pass the tick's time, and a big tick delivers for seconds.
+            waited = (datetime.now(UTC) - alert.created_at).total_seconds()
+            self.metrics.delivery_latency.labels(name).observe(max(0.0, waited))
         return None
 
     async def _conclude(
