@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+pytest_plugins = ("tests.store_pairs",)  # the lite/pg store fixtures of the SQLite-vs-Postgres tests
+
 if TYPE_CHECKING:  # daemon_proc imports this module
     from tests.daemon_proc import DaemonProcess
 

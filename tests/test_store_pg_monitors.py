@@ -6,9 +6,8 @@ Needs the PostgreSQL server of the ``pg_url`` fixture (tests/conftest.py); every
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -20,6 +19,7 @@ from pamd.store.records import FuelInput
 from pamd.store.records_budget import BudgetInput
 from pamd.store.sqlite import SQLiteStore
 from pamd.testing import run_tick
+from tests.store_pairs import Stores, add
 
 if TYPE_CHECKING:  # mypy sees the source tree; at run time the package is installed as pamd_plugins
     from plugins import budget, fuel
@@ -40,35 +40,11 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture
-async def pg(pg_url: str) -> AsyncIterator[PostgresStore]:
-    store = PostgresStore(pg_url)
-    await store.migrate()
-    yield store
-    await store.aclose()
-
-
-@pytest.fixture
-async def lite(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
-    store = SQLiteStore(f"sqlite:///{tmp_path}/lite.db")
-    await store.migrate()
-    yield store
-    await store.aclose()
-
-
-Stores = tuple[SQLiteStore, PostgresStore]
-
-
-@pytest.fixture
 async def both(lite: SQLiteStore, pg: PostgresStore) -> Stores:
     """Both stores with the demo data at ``NOW``."""
     await lite.seed_demo(NOW)
     await pg.seed_demo(NOW)
     return lite, pg
-
-
-async def add(stores: Stores, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
-    await stores[0].add_rows(table, rows)
-    await stores[1].add_rows(table, rows)
 
 
 async def fuel_batches(store: SQLiteStore | PostgresStore, batch_size: int, user_id: str | None = None,

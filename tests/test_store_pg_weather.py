@@ -7,9 +7,8 @@ monitor runs against the fake Open-Meteo on 127.0.0.1 (tests/fakes/openmeteo.py)
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from datetime import UTC, date, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -23,6 +22,7 @@ from pamd.store.records_weather import WeatherInput
 from pamd.store.sqlite import SQLiteStore
 from pamd.testing import run_tick
 from tests.fakes.openmeteo import OpenMeteoFake, serve_openmeteo
+from tests.store_pairs import Stores, add
 
 if TYPE_CHECKING:  # mypy sees the source tree; at run time the package is installed as pamd_plugins
     from plugins import weather
@@ -48,35 +48,11 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture
-async def pg(pg_url: str) -> AsyncIterator[_Store]:
-    store = _Store(pg_url)
-    await store.migrate()
-    yield store
-    await store.aclose()
-
-
-@pytest.fixture
-async def lite(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
-    store = SQLiteStore(f"sqlite:///{tmp_path}/lite.db")
-    await store.migrate()
-    yield store
-    await store.aclose()
-
-
-Stores = tuple[SQLiteStore, _Store]
-
-
-@pytest.fixture
 async def both(lite: SQLiteStore, pg: _Store) -> Stores:
     """Both stores with the demo data at ``NOW``."""
     await lite.seed_demo(NOW)
     await pg.seed_demo(NOW)
     return lite, pg
-
-
-async def add(stores: Stores, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
-    await stores[0].add_rows(table, rows)
-    await stores[1].add_rows(table, rows)
 
 
 async def weather_batches(store: SQLiteStore | _Store, first: date, last: date, batch_size: int,
