@@ -22,13 +22,13 @@ Timestamps and dates are typed in Postgres, so unparsable ``start_at``/``recorde
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Sequence
-from datetime import datetime, time, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
 from pamd.store.pg_base import PostgresBase
 from pamd.store.records import Profile, format_ts, zone
-from pamd.store.records_context import ActiveTrip, CalendarEvent, ContextInput, Fix, Track, summarize_track
-from pamd.store.sqlite_context import FUTURE_SKEW, MAX_SPEED_KMH, SQLiteContextQueries, _why_bad_fix
+from pamd.store.records_context import ActiveTrip, CalendarEvent, ContextInput, Fix, Track
+from pamd.store.sqlite_context import FUTURE_SKEW, MAX_SPEED_KMH, SQLiteContextQueries, _why_bad_fix, summarize_tracks
 
 if TYPE_CHECKING:
     import asyncpg
@@ -154,15 +154,4 @@ class PostgresContextQueries(PostgresBase):
                 stamp = format_ts(recorded_at)
                 why = _why_bad_fix((uid, stamp, recorded_at.timestamp(), lat, lon, speed), now)
                 self._skip("user_locations", f"{uid}@{stamp}", why)
-        midnights: dict[str, datetime] = {}  # timezone -> today's local midnight
-        tracks: dict[str, Track] = {}
-        for profile, tz_name in users:
-            found = fixes.get(profile.user_id, [])
-            midnight = midnights.get(tz_name)
-            if midnight is None:
-                local = now.astimezone(zone(tz_name))
-                midnight = midnights[tz_name] = datetime.combine(local.date(), time(), tzinfo=local.tzinfo)
-            summary = summarize_track(found, midnight, now, moving_speed_kmh, max_gap_minutes)
-            if summary is not None:
-                tracks[profile.user_id] = summary
-        return tracks
+        return summarize_tracks(users, fixes, now, moving_speed_kmh, max_gap_minutes)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Sequence
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from pamd.store.pg_base import PostgresBase, pg_ts
@@ -29,12 +28,15 @@ from pamd.store.records import (
     FuelInput,
     FuelVehicle,
     Position,
-    finite_or_none,
-    format_ts,
-    parse_ts,
 )
 from pamd.store.sqlite_base import INACTIVE_STATUSES
-from pamd.store.sqlite_fuel import CLOCK_SKEW, _coordinates, _fill_order, fill_position, location_position
+from pamd.store.sqlite_fuel import (
+    _fill_order,
+    fill_position,
+    fuel_fill,
+    fuel_vehicle,
+    location_position,
+)
 
 if TYPE_CHECKING:
     import asyncpg
@@ -87,11 +89,6 @@ CROSS JOIN LATERAL (
 ) AS f
 WHERE f.vehicle_id IS NULL OR f.vehicle_id = sel.vehicle_id
 """
-
-
-def _number(value: object) -> object:
-    """A ``numeric`` column's :class:`Decimal` as a float (a schema may use numeric rather than double)."""
-    return float(value) if isinstance(value, Decimal) else value
 
 
 class PostgresFuelQueries(PostgresBase):
@@ -161,54 +158,10 @@ class PostgresFuelQueries(PostgresBase):
         raw_at, lat, lon = found
         if raw_at is None:
             return None
-        return location_position(user_id, raw_at, _number(lat), _number(lon), now, self._skip)
-        at = parse_ts(raw_at)
-        stamp = format_ts(raw_at) if isinstance(raw_at, datetime) else raw_at
-        where = _coordinates(_number(lat), _number(lon))
-        if at is not None and at <= now + CLOCK_SKEW and where is not None:
-            return Position(lat=where[0], lon=where[1], source="user_location", recorded_at=at)
-        if at is None:
-            self._skip("user_locations", f"{user_id}@{stamp}", f"unparsable recorded_at {raw_at!r}")
-        elif at > now + CLOCK_SKEW:
-            self._skip("user_locations", f"{user_id}@{stamp}", "recorded in the future")
-        else:
-            self._skip("user_locations", f"{user_id}@{stamp}", f"bad coordinates {lat!r}, {lon!r}")
-        return None
+        return location_position(user_id, raw_at, lat, lon, now, self._skip)
 
     def _vehicle(self, row: Sequence[Any]) -> FuelVehicle | None:
-        """The vehicle in a ``_PAGE_SQL`` row (columns 6-12), ``None`` if absent or bad."""
-        v_id, name, kind, fuel, capacity, consumption, odometer = row[6:13]
-        if v_id is None:
-            return None
-        numbers = {}
-        for raw, field in ((capacity, "fuel_capacity_l"), (consumption, "consumption_l_per_100km"),
-                           (odometer, "odometer_km")):
-            value = finite_or_none(_number(raw))
-            if raw is not None and (value is None or value < 0):
-                self._skip("vehicles", v_id, f"bad {field} {raw!r}")
-                return None
-            numbers[field] = value
-        return FuelVehicle(id=str(v_id), name=str(name or "your vehicle"), vehicle_type=kind, fuel_type=fuel,
-                           **numbers)
+        return fuel_vehicle(row, self._skip)
 
     def _fill(self, row: Sequence[Any]) -> FuelFill | None:
-        """The fill-up in a ``_FILLS_SQL`` row, ``None`` (skipped and counted) if its data is unusable."""
-        row_id, _, _, raw_at, raw_volume, raw_cost, raw_odometer, full, lat, lon = row
-        logged_at = parse_ts(raw_at)
-        volume = finite_or_none(_number(raw_volume))
-        odometer = finite_or_none(_number(raw_odometer))
-        if logged_at is None:
-            reason = f"unparsable logged_at {raw_at!r}"
-        elif volume is None or volume < 0:
-            reason = f"bad volume_l {raw_volume!r}"
-        elif full is None:
-            reason = "is_full_tank is NULL"
-        elif raw_odometer is not None and (odometer is None or odometer < 0):
-            reason = f"bad odometer_km {raw_odometer!r}"
-        else:
-            cost = finite_or_none(_number(raw_cost))
-            return FuelFill(id=str(row_id), logged_at=logged_at, volume_l=volume, is_full_tank=bool(full),
-                            odometer_km=odometer, total_cost=cost if cost is not None and cost >= 0 else None,
-                            lat=finite_or_none(_number(lat)), lon=finite_or_none(_number(lon)))
-        self._skip("fuel_log", row_id, reason)
-        return None
+        return fuel_fill(row, self._skip)

@@ -10,6 +10,7 @@ import functools
 import math
 from collections.abc import AsyncGenerator
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from enum import Enum
 from typing import Literal, Protocol, runtime_checkable
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -165,7 +166,7 @@ def finite_or_none(value: object) -> float | None:
         return value if value - value == 0.0 else None  # type: ignore[operator,return-value]
     if kind is int:
         return float(value)  # type: ignore[arg-type]
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if isinstance(value, bool) or not isinstance(value, int | float | Decimal):  # Decimal: a numeric column
         return None
     number = float(value)
     return number if math.isfinite(number) else None

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from datetime import datetime, time, timedelta
 from itertools import groupby
 from operator import itemgetter
@@ -159,18 +159,7 @@ class SQLiteContextQueries(SQLiteBase):
         if spoiled:
             for row in cursor.execute(_BAD_FIXES_SQL, [json.dumps(spoiled), since_text, latest]):
                 self._skip("user_locations", f"{row[0]}@{row[1]}", _why_bad_fix(row, now))
-        midnights: dict[str, datetime] = {}  # timezone -> today's local midnight
-        tracks: dict[str, Track] = {}
-        for profile, tz_name in users:
-            found = fixes.get(profile.user_id, [])
-            midnight = midnights.get(tz_name)
-            if midnight is None:
-                local = now.astimezone(zone(tz_name))
-                midnight = midnights[tz_name] = datetime.combine(local.date(), time(), tzinfo=local.tzinfo)
-            track = summarize_track(found, midnight, now, moving_speed_kmh, max_gap_minutes)
-            if track is not None:
-                tracks[profile.user_id] = track
-        return tracks
+        return summarize_tracks(users, fixes, now, moving_speed_kmh, max_gap_minutes)
 
     def _ctx_trip(self, row: tuple[object, ...]) -> ActiveTrip | None:
         trip_id, _uid, origin, destination, raw_lat, raw_lon, start, end = row
@@ -216,3 +205,22 @@ def _why_bad_fix(row: tuple[object, ...], now: datetime) -> str:
 
 def _text(value: object) -> str | None:
     return str(value).strip() or None if value is not None else None
+
+
+def summarize_tracks(
+    users: Sequence[tuple[Profile, str]], fixes: Mapping[str, Sequence[Fix]], now: datetime,
+    moving_speed_kmh: float, max_gap_minutes: float,
+) -> dict[str, Track]:
+    """Each user's driving today (since local midnight in their timezone) from their usable fixes, for those with
+    any. Shared by every store."""
+    midnights: dict[str, datetime] = {}  # timezone -> today's local midnight
+    tracks: dict[str, Track] = {}
+    for profile, tz_name in users:
+        midnight = midnights.get(tz_name)
+        if midnight is None:
+            local = now.astimezone(zone(tz_name))
+            midnight = midnights[tz_name] = datetime.combine(local.date(), time(), tzinfo=local.tzinfo)
+        track = summarize_track(fixes.get(profile.user_id, []), midnight, now, moving_speed_kmh, max_gap_minutes)
+        if track is not None:
+            tracks[profile.user_id] = track
+    return tracks

@@ -185,43 +185,52 @@ class SQLiteFuelQueries(SQLiteBase):
         return batch, str(rows[-1][0])
 
     def _vehicle(self, row: tuple[Any, ...]) -> FuelVehicle | None:
-        """The vehicle in a ``_PROFILE_VEHICLE_SQL`` row (columns 6-12), ``None`` if absent or bad."""
-        v_id, name, kind, fuel, capacity, consumption, odometer = row[6:13]
-        if v_id is None:
-            return None
-        numbers = {}
-        for raw, field in ((capacity, "fuel_capacity_l"), (consumption, "consumption_l_per_100km"),
-                           (odometer, "odometer_km")):
-            value = finite_or_none(raw)
-            if raw is not None and (value is None or value < 0):
-                self._skip("vehicles", v_id, f"bad {field} {raw!r}")
-                return None
-            numbers[field] = value
-        return FuelVehicle(id=str(v_id), name=str(name or "your vehicle"), vehicle_type=kind, fuel_type=fuel,
-                           **numbers)
+        return fuel_vehicle(row, self._skip)
 
     def _fill(self, row: tuple[Any, ...]) -> FuelFill | None:
-        """The fill-up in a ``_FUEL_LOG_SQL`` row, ``None`` (skipped and counted) if its data is unusable."""
-        row_id, _, _, raw_at, raw_volume, raw_cost, raw_odometer, full, lat, lon = row
-        logged_at = parse_ts(raw_at)
-        volume = finite_or_none(raw_volume)
-        odometer = finite_or_none(raw_odometer)
-        if logged_at is None:
-            reason = f"unparsable logged_at {raw_at!r}"
-        elif volume is None or volume < 0:
-            reason = f"bad volume_l {raw_volume!r}"
-        elif full is None:
-            reason = "is_full_tank is NULL"
-        elif raw_odometer is not None and (odometer is None or odometer < 0):
-            reason = f"bad odometer_km {raw_odometer!r}"
-        else:
-            cost = finite_or_none(raw_cost)
-            return FuelFill(id=str(row_id), logged_at=logged_at, volume_l=volume, is_full_tank=bool(full),
-                            odometer_km=odometer, total_cost=cost if cost is not None and cost >= 0 else None,
-                            lat=finite_or_none(lat), lon=finite_or_none(lon))
-        self._skip("fuel_log", row_id, reason)
-        return None
+        return fuel_fill(row, self._skip)
 
 
 def _fill_order(fill: FuelFill) -> tuple[datetime, str]:
     return fill.logged_at, fill.id
+
+
+def fuel_vehicle(row: Sequence[Any], skip: Callable[[str, object, str], None]) -> FuelVehicle | None:
+    """The vehicle in a page row (columns 6-12: id, name, type, fuel, capacity, consumption, odometer), ``None`` if
+    absent or bad (then skipped and counted). Shared by every store."""
+    v_id, name, kind, fuel, capacity, consumption, odometer = row[6:13]
+    if v_id is None:
+        return None
+    numbers = {}
+    for raw, field in ((capacity, "fuel_capacity_l"), (consumption, "consumption_l_per_100km"),
+                       (odometer, "odometer_km")):
+        value = finite_or_none(raw)
+        if raw is not None and (value is None or value < 0):
+            skip("vehicles", v_id, f"bad {field} {raw!r}")
+            return None
+        numbers[field] = value
+    return FuelVehicle(id=str(v_id), name=str(name or "your vehicle"), vehicle_type=kind, fuel_type=fuel, **numbers)
+
+
+def fuel_fill(row: Sequence[Any], skip: Callable[[str, object, str], None]) -> FuelFill | None:
+    """The fill-up in a row (id, user, vehicle, logged_at, volume, cost, odometer, full, lat, lon), ``None`` (skipped
+    and counted) if its data is unusable. Shared by every store."""
+    row_id, _, _, raw_at, raw_volume, raw_cost, raw_odometer, full, lat, lon = row
+    logged_at = parse_ts(raw_at)
+    volume = finite_or_none(raw_volume)
+    odometer = finite_or_none(raw_odometer)
+    if logged_at is None:
+        reason = f"unparsable logged_at {raw_at!r}"
+    elif volume is None or volume < 0:
+        reason = f"bad volume_l {raw_volume!r}"
+    elif full is None:
+        reason = "is_full_tank is NULL"
+    elif raw_odometer is not None and (odometer is None or odometer < 0):
+        reason = f"bad odometer_km {raw_odometer!r}"
+    else:
+        cost = finite_or_none(raw_cost)
+        return FuelFill(id=str(row_id), logged_at=logged_at, volume_l=volume, is_full_tank=bool(full),
+                        odometer_km=odometer, total_cost=cost if cost is not None and cost >= 0 else None,
+                        lat=finite_or_none(lat), lon=finite_or_none(lon))
+    skip("fuel_log", row_id, reason)
+    return None
