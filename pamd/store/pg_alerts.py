@@ -191,19 +191,17 @@ class PostgresAlertQueries(PostgresBase):
         """See :meth:`pamd.alerts.book.AlertBook.mark_alerts`."""
         if not alert_ids:
             return
-        pool = await self._get_pool()
         if state == "delivered":
-            await pool.execute("UPDATE pam_alerts SET state = $1, delivered_at = $2 WHERE id = ANY($3::text[])",
+            await self._execute("UPDATE pam_alerts SET state = $1, delivered_at = $2 WHERE id = ANY($3::text[])",
                                state, pg_ts(now), list(alert_ids))
         else:
-            await pool.execute("UPDATE pam_alerts SET state = $1 WHERE id = ANY($2::text[])", state, list(alert_ids))
+            await self._execute("UPDATE pam_alerts SET state = $1 WHERE id = ANY($2::text[])", state, list(alert_ids))
 
     async def due_held_alerts(self, now: datetime, limit: int = 500) -> list[Alert]:
         """See :meth:`pamd.alerts.book.AlertBook.due_held_alerts`."""
-        pool = await self._get_pool()
         sql = (f"SELECT {_ALERT_COLUMNS} FROM pam_alerts AS a WHERE a.state = 'held' AND a.deliver_after <= $1 "
                "ORDER BY a.deliver_after, a.id LIMIT $2")
-        return [self._alert(row) for row in await pool.fetch(sql, pg_ts(now), limit)]
+        return [self._alert(row) for row in await self._fetch(sql, pg_ts(now), limit)]
 
     @staticmethod
     def _alert(row: asyncpg.Record) -> Alert:
@@ -223,10 +221,9 @@ class PostgresOutboxQueries(PostgresAlertQueries):
         """See :meth:`pamd.alerts.outbox.OutboxBook.queued_users`."""
         if not sinks or not users:
             return set()
-        pool = await self._get_pool()
         sql = ("SELECT DISTINCT sink, user_id FROM pam_deliveries WHERE state = 'pending' AND sink = ANY($1::text[]) "
                "AND user_id = ANY($2::text[])")
-        return {(row[0], row[1]) for row in await pool.fetch(sql, list(sinks), sorted(set(users)))}
+        return {(row[0], row[1]) for row in await self._fetch(sql, list(sinks), sorted(set(users)))}
 
     async def save_deliveries(self, deliveries: Sequence[Delivery], now: datetime) -> None:
         """See :meth:`pamd.alerts.outbox.OutboxBook.save_deliveries`."""
@@ -259,11 +256,10 @@ class PostgresOutboxQueries(PostgresAlertQueries):
 
     async def stuck_alerts(self, before: datetime, limit: int = 500) -> list[Alert]:
         """See :meth:`pamd.alerts.outbox.OutboxBook.stuck_alerts`."""
-        pool = await self._get_pool()
         sql = (f"SELECT {_ALERT_COLUMNS} FROM pam_alerts AS a WHERE a.state = 'pending' AND a.created_at < $1 "
                "AND NOT EXISTS (SELECT 1 FROM pam_deliveries AS d WHERE d.alert_id = a.id) "
                "ORDER BY a.created_at, a.id LIMIT $2")
-        return [self._alert(row) for row in await pool.fetch(sql, pg_ts(before), limit)]
+        return [self._alert(row) for row in await self._fetch(sql, pg_ts(before), limit)]
 
     async def settle_alerts(self, alert_ids: Sequence[str], now: datetime) -> dict[str, str]:
         """See :meth:`pamd.alerts.outbox.OutboxBook.settle_alerts`."""
@@ -291,8 +287,7 @@ class PostgresOutboxQueries(PostgresAlertQueries):
 
     async def outbox_size(self) -> int:
         """See :meth:`pamd.alerts.outbox.OutboxBook.outbox_size`."""
-        pool = await self._get_pool()
-        return int(await pool.fetchval("SELECT COUNT(*) FROM pam_alerts WHERE state = 'pending'"))
+        return int(await self._fetchval("SELECT COUNT(*) FROM pam_alerts WHERE state = 'pending'"))
 
     async def add_notification(self, alert: Alert, table: str = "notifications") -> bool:
         """The ``table`` sink's write (:class:`pamd.sinks.table.NotificationWriter`): one row per alert id."""
@@ -301,8 +296,7 @@ class PostgresOutboxQueries(PostgresAlertQueries):
         # ``table`` is checked to be a plain name by the sink; quoted all the same.
         sql = (f'INSERT INTO "{table}" (id, user_id, alert_id, type, priority, title, body, data, created_at, '
                "expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10) ON CONFLICT DO NOTHING")
-        pool = await self._get_pool()
-        status = await pool.execute(sql, alert.id, alert.user_id, alert.id, alert.kind, alert.priority.value,
+        status = await self._execute(sql, alert.id, alert.user_id, alert.id, alert.kind, alert.priority.value,
                                     alert.title, alert.body, data, pg_ts(alert.created_at or datetime.now(UTC)),
                                     pg_ts(alert.expires_at) if alert.expires_at else None)
         return bool(status == "INSERT 0 1")

@@ -24,6 +24,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import asyncpg
 
+from pamd.backoff import backoff
 from pamd.store.records import Profile
 from pamd.store.sqlite_base import INACTIVE_STATUSES, SQLiteBase
 
@@ -42,6 +43,34 @@ WHERE {{where}} AND COALESCE(status, 'active') NOT IN ({_INACTIVE_SQL})
 ORDER BY id LIMIT {{limit}}
 """
 _TRUE = ("1", "true", "yes", "on")
+
+# A connection that died under a call: the server was told to end it (pg_terminate_backend, a restart, a failover),
+# the network dropped it, or the pool handed out one that was already gone. Every pamd statement and transaction
+# can be run again on a fresh connection (reads; writes are idempotent upserts, and an aborted transaction was rolled
+# back by the server), so such calls are retried; anything else (a bad query, a timeout, a constraint) is not.
+_CONNECTION_LOST: tuple[type[BaseException], ...] = (
+    asyncpg.exceptions.PostgresConnectionError,  # 08xxx, incl. "connection was closed in the middle of operation"
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    asyncpg.exceptions.CannotConnectNowError,
+    # a statement sent as the server's "terminating connection" notice arrives: "cannot switch to state ...;
+    # another operation is in progress" (seen in tests/test_store_pg_kill.py); the connection is gone either way
+    asyncpg.exceptions.InternalClientError,
+    ConnectionError,
+)
+
+
+def connection_lost(exc: BaseException) -> bool:
+    """True if ``exc`` says the call's connection died (not that the call itself was wrong)."""
+    if isinstance(exc, asyncpg.exceptions.InterfaceError):
+        # "connection is closed", or "... released back to the pool": asyncpg detaches a pooled connection's proxy
+        # as soon as its server process ends, so a statement after a pg_terminate_backend fails with this one
+        return "closed" in str(exc) or "released back to the pool" in str(exc)
+    return isinstance(exc, _CONNECTION_LOST)
+
+
+CALL_ATTEMPTS = 3
+RECONNECT_BASE_SECONDS = 0.2
 
 
 def split_pg_url(url: str) -> tuple[str, bool]:
@@ -91,6 +120,7 @@ class PostgresBase:
         self.max_size = max_size
         self.server_settings = dict(server_settings or {})
         self.skipped_rows: Counter[str] = Counter()
+        self.reconnects = 0  # calls run again because their connection was lost
         self._pool: asyncpg.Pool | None = None
         self._pool_lock = asyncio.Lock()
         self._closed = False
@@ -131,16 +161,43 @@ class PostgresBase:
         return self._pool
 
     async def _call(self, func: Callable[..., Awaitable[T]], *args: Any) -> T:
-        """``await func(connection, *args)`` on a pooled connection."""
-        pool = await self._get_pool()
-        async with pool.acquire() as conn:
-            return await func(conn, *args)
+        """``await func(connection, *args)`` on a pooled connection; run again on a fresh one if the connection
+        is lost (:func:`connection_lost`), up to :data:`CALL_ATTEMPTS` times."""
+        return await self._retrying(False, func, args)
 
     async def _in_transaction(self, func: Callable[..., Awaitable[T]], *args: Any) -> T:
-        """``await func(connection, *args)`` inside one transaction on a pooled connection."""
-        pool = await self._get_pool()
-        async with pool.acquire() as conn, conn.transaction():
-            return await func(conn, *args)
+        """``await func(connection, *args)`` inside one transaction on a pooled connection, retried as a whole
+        like :meth:`_call`."""
+        return await self._retrying(True, func, args)
+
+    async def _retrying(self, transaction: bool, func: Callable[..., Awaitable[T]], args: tuple[Any, ...]) -> T:
+        attempt = 0
+        while True:
+            attempt += 1
+            pool = await self._get_pool()
+            try:
+                async with pool.acquire() as conn:
+                    if not transaction:
+                        return await func(conn, *args)
+                    async with conn.transaction():
+                        return await func(conn, *args)
+            except Exception as exc:
+                if not connection_lost(exc) or attempt >= CALL_ATTEMPTS or self._closed:
+                    raise
+                self.reconnects += 1
+                delay = backoff(attempt, RECONNECT_BASE_SECONDS)
+                log.warning("postgres connection lost (%s: %s); retrying on a new connection in %.2f s",
+                            type(exc).__name__, exc, delay)
+                await asyncio.sleep(delay)
+
+    async def _execute(self, sql: str, *args: Any) -> str:
+        return await self._call(_execute, sql, *args)
+
+    async def _fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
+        return await self._call(_fetch, sql, *args)
+
+    async def _fetchval(self, sql: str, *args: Any) -> Any:
+        return await self._call(_fetchval, sql, *args)
 
     def _skip(self, table: str, row_id: object, reason: str) -> None:
         self.skipped_rows[table] += 1
@@ -153,8 +210,7 @@ class PostgresBase:
 
     async def ping(self) -> None:
         """Raise if the database cannot be reached or queried."""
-        pool = await self._get_pool()
-        await pool.fetchval("SELECT 1")
+        await self._fetchval("SELECT 1")
 
     async def aclose(self) -> None:
         """Close the pool; further calls raise :class:`RuntimeError`. Safe to call twice."""
@@ -237,6 +293,18 @@ class PostgresBase:
         finally:
             if pending is not None and not pending.done():
                 pending.cancel()
+
+
+async def _execute(conn: asyncpg.Connection, sql: str, *args: Any) -> str:
+    return str(await conn.execute(sql, *args))
+
+
+async def _fetch(conn: asyncpg.Connection, sql: str, *args: Any) -> list[asyncpg.Record]:
+    return list(await conn.fetch(sql, *args))
+
+
+async def _fetchval(conn: asyncpg.Connection, sql: str, *args: Any) -> Any:
+    return await conn.fetchval(sql, *args)
 
 
 def _consume(task: asyncio.Future[Any]) -> None:
