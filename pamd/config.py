@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from pamd.locate import KeyLocator
+from pamd.store.mapping import MappingError, TableMap, check_mapping
 
 DEFAULT_PATHS = (Path("config.toml"), Path("/etc/pamd/config.toml"))
 ENV_PREFIX = "PAMD_"
@@ -50,9 +51,22 @@ class HttpSection(_Section):
     listen: str = "127.0.0.1:8650"
 
 
+class TableSection(_Section):
+    """``[store.tables.<table>]``: one of the app's tables under another name or with other column names
+    (:mod:`pamd.store.mapping`)."""
+
+    name: str = ""  # [schema.]table in the app's database; default: the PAM name, in schema public
+    columns: dict[str, str] = msgspec.field(default_factory=dict)  # PAM column -> the app's ("": none)
+
+
 class StoreSection(_Section):
     url: str = ""
     seed_demo: bool = True
+    tables: dict[str, TableSection] = msgspec.field(default_factory=dict)
+
+    def table_maps(self) -> dict[str, TableMap]:
+        """``tables`` as the store takes them."""
+        return {name: TableMap(t.name, dict(t.columns)) for name, t in self.tables.items()}
 
 
 class CoordinationSection(_Section):
@@ -180,6 +194,7 @@ def load_config(path: Path | None, environ: Mapping[str, str] = os.environ) -> C
     config.source = locator
     _check_listen(config, locator)
     _check_alert_state(config, locator)
+    _check_store_tables(config, locator)
     return config
 
 
@@ -235,6 +250,18 @@ def _check_alert_state(config: Config, locator: KeyLocator) -> None:
     if config.alerts.state == "redis" and not config.coordination.url:
         raise ConfigError(locator.located(("alerts", "state"), "\"redis\" needs [coordination] url (the Redis "
                                           "that the replicas share)"))
+
+
+def _check_store_tables(config: Config, locator: KeyLocator) -> None:
+    if not config.store.tables:
+        return
+    try:
+        check_mapping(config.store.table_maps())
+    except MappingError as exc:
+        raise ConfigError(locator.located(("store", "tables", *exc.key), exc.problem)) from exc
+    if not config.store_url.startswith(("postgresql:", "postgres:")):
+        raise ConfigError(locator.located(("store", "tables"), "column mapping is for an existing Postgres schema: "
+                                          "set [store] url to postgresql://..."))
 
 
 _SECRET_KEY = re.compile(r"(password|secret|token|api_key|apikey|key)$", re.IGNORECASE)

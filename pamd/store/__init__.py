@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from pamd.store.base import Store
+from pamd.store.mapping import TableMap
 
 __all__ = ["Store", "open_store", "prepare_store"]
 
 SUPPORTED_SCHEMES = ("sqlite", "postgresql", "postgres")
 
 
-def open_store(url: str) -> Store:
+def open_store(url: str, *, tables: Mapping[str, TableMap] | None = None) -> Store:
     """Build the store for ``url`` (``[store] url``). Nothing is opened until first use.
 
     Supported: ``sqlite:///relative.db``, ``sqlite:////absolute.db``, and ``postgresql://user@host:5432/db`` (or
     ``postgres://``; see :mod:`pamd.store.pg_base` for its parameters, e.g. ``?pgbouncer=true``). Raises
-    :class:`ValueError` for any other scheme. asyncpg is imported only for a Postgres URL.
+    :class:`ValueError` for any other scheme. asyncpg is imported only for a Postgres URL. ``tables``: the
+    column mapping (``[store.tables]``, :mod:`pamd.store.mapping`), Postgres only.
     """
+    if tables and not url.lower().startswith(("postgresql:", "postgres:")):
+        raise ValueError("column mapping ([store.tables]) needs a postgresql:// store")
     scheme = url.split(":", 1)[0].lower() if ":" in url else url
     if scheme == "sqlite":
         from pamd.store.sqlite import SQLiteStore
@@ -24,16 +30,16 @@ def open_store(url: str) -> Store:
     if scheme in ("postgresql", "postgres"):
         from pamd.store.pg import PostgresStore
 
-        return PostgresStore(url)
+        return PostgresStore(url, tables=tables)
     raise ValueError(f"unsupported store url scheme {scheme!r} (supported: {', '.join(SUPPORTED_SCHEMES)})")
 
 
-async def prepare_store(url: str, seed_demo: bool) -> Store:
+async def prepare_store(url: str, seed_demo: bool, *, tables: Mapping[str, TableMap] | None = None) -> Store:
     """Open the store, apply migrations, and seed the demo users into it if it is empty and ``seed_demo``."""
     import logging
     from datetime import UTC, datetime
 
-    store = open_store(url)
+    store = open_store(url, tables=tables)
     await store.migrate()
     if seed_demo and await store.is_empty():
         count = await store.seed_demo(datetime.now(UTC))

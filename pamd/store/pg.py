@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from enum import Enum
-from importlib import resources
 from typing import Any, Literal
 
 import asyncpg
 import msgspec
 
+from pamd.store import pg_schema
+from pamd.store.mapping import TableMap, check_mapping
 from pamd.store.pg_alerts import PostgresOutboxQueries
 from pamd.store.pg_base import PostgresBase, pg_ts, split_pg_url
 from pamd.store.pg_budget import PostgresBudgetQueries
@@ -34,10 +35,6 @@ log = logging.getLogger("pamd.store.pg")
 
 OnConflict = Literal["error", "ignore", "update"]
 
-_MIGRATIONS: tuple[tuple[int, str], ...] = ((1, "schema_pg.sql"),)
-"""(version, SQL resource in pamd.store), applied in order; each version at most once."""
-
-_MIGRATION_LOCK = "SELECT pg_advisory_xact_lock(hashtext('pamd.migrate:' || current_schema()))"
 
 
 def _to_timestamptz(value: object) -> datetime:
@@ -106,37 +103,24 @@ class PostgresStore(
     PostgresOutboxQueries,
     PostgresBase,
 ):
-    """The Postgres :class:`pamd.store.base.Store`: pamd's own state and the built-in monitors' queries."""
+    """The Postgres :class:`pamd.store.base.Store`: pamd's own state and the built-in monitors' queries.
+
+    ``tables``: ``[store.tables]``, the app's tables under other names (:mod:`pamd.store.mapping`); checked here,
+    applied by :meth:`migrate`. Other keyword arguments are :class:`PostgresBase`'s.
+    """
+
+    def __init__(self, url: str, *, tables: Mapping[str, TableMap] | None = None, **kwargs: Any) -> None:
+        super().__init__(url, **kwargs)
+        self.tables = dict(tables or {})
+        check_mapping(self.tables)
 
     # -- schema and data ------------------------------------------------------------------------------------
 
     async def migrate(self) -> int:
-        """Apply the schema migrations not yet recorded in ``pamd_migrations``; return how many were applied.
-
-        One transaction under an advisory lock (per schema), so replicas starting together apply each migration
-        once: the second waits for the first, then finds nothing to do.
-        """
-
-        async def run(conn: asyncpg.Connection) -> int:
-            await conn.execute(_MIGRATION_LOCK)
-            await conn.execute("CREATE TABLE IF NOT EXISTS pamd_migrations (version integer PRIMARY KEY, "
-                               "applied_at timestamptz NOT NULL)")
-            applied = {row[0] for row in await conn.fetch("SELECT version FROM pamd_migrations")}
-            count = 0
-            for version, resource in _MIGRATIONS:
-                if version in applied:
-                    continue
-                script = resources.files("pamd.store").joinpath(resource).read_text(encoding="utf-8")
-                await conn.execute(script)
-                await conn.execute("INSERT INTO pamd_migrations (version, applied_at) VALUES ($1, $2) "
-                                   "ON CONFLICT DO NOTHING", version, datetime.now(UTC))
-                log.info("applied store migration %d (%s)", version, resource)
-                count += 1
-            return count
-
-        count = await self._in_transaction(run)
-        if count:
-            self._column_types.clear()
+        """Apply the schema migrations not yet recorded in ``pamd_migrations`` and create the mapping views;
+        return how many migrations were applied (see :mod:`pamd.store.pg_schema`)."""
+        count = await self._in_transaction(pg_schema.migrate, self.tables)
+        self._column_types.clear()
         return count
 
     async def is_empty(self) -> bool:
@@ -186,9 +170,11 @@ class PostgresStore(
     async def _types(self, conn: asyncpg.Connection, table: str) -> dict[str, str]:
         cache = self._column_types
         if table not in cache:
-            rows = await conn.fetch("SELECT column_name, udt_name FROM information_schema.columns "
-                                    "WHERE table_schema = current_schema() AND table_name = $1", table)
-            cache[table] = {row["column_name"]: row["udt_name"] for row in rows}
+            # through the search_path: the app's tables may live in another schema than pamd's, or be views
+            rows = await conn.fetch("SELECT a.attname, t.typname FROM pg_attribute AS a JOIN pg_type AS t "
+                                    "ON t.oid = a.atttypid WHERE a.attrelid = to_regclass(quote_ident($1)) "
+                                    "AND a.attnum > 0 AND NOT a.attisdropped", table)
+            cache[table] = {row[0]: row[1] for row in rows}
         return cache[table]
 
     async def _insert(
