@@ -175,7 +175,7 @@ def facts(inp: BudgetInput, status: BudgetStatus, a: Assessment) -> dict[str, An
         "daily_allowance_left": _r(a.daily_allowance), "period_days": a.period_days,
         "elapsed_days": round(a.elapsed_days, 2), "projected_spend": _r(a.projected),
         "projected_pct": None if a.projected_pct is None else round(a.projected_pct, 1),
-        "expense_count": status.expense_count, "currency": inp.currency,
+        "expense_count": status.expense_count, "currency": inp.currency, "units": inp.preferred_units,
         "top_categories": [_spent_dict(c) for c in status.top_categories],
     }
 

@@ -60,7 +60,10 @@ def evaluate(inp: ContextInput, now: datetime, cfg: ContextConfig,
         for step, outcome in outcomes:
             explain(inp.user_id, step, confidence=outcome.confidence, reason=outcome.reason,
                     outcome=outcome.alert.priority.value if outcome.alert else "no alert")
-    return [outcome.alert for _, outcome in outcomes if outcome.alert is not None]
+    alerts = [outcome.alert for _, outcome in outcomes if outcome.alert is not None]
+    for alert in alerts:  # how the user reads distances and speeds (for phrasing; the facts themselves are SI)
+        alert.facts["units"] = inp.preferred_units
+    return alerts
 
 
 class ContextMonitor(pamd.Monitor):

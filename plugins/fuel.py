@@ -281,6 +281,7 @@ def build_alert(
     facts = numbers | {
         "vehicle_id": inp.vehicle.id, "vehicle_name": inp.vehicle.name, "fuel_type": inp.vehicle.fuel_type,
         "last_full_fill_at": format_ts(est.last_full_fill_at), "currency": inp.currency,
+        "units": inp.preferred_units,
         "refill_l": round(est.capacity_l - est.litres_left, 3), "stations": stations,
         "position": msgspec.to_builtins(inp.position) if inp.position is not None else None,
     }

@@ -270,6 +270,7 @@ def build_alert(inp: MaintenanceInput, due: Due, cost: Cost | None, shops: list[
         "estimated_due_date": due.estimated_date.isoformat() if due.estimated_date else None,
         "cost_estimate": round(cost.amount, 2) if cost else None, "cost_source": cost.source if cost else None,
         "cost_samples": cost.samples if cost else 0, "currency": inp.profile.currency, "shops": shops,
+        "units": inp.profile.preferred_units,
     }
     return pamd.Alert(
         user_id=inp.user_id, kind="maintenance_due", priority=due.priority, title=title, body=body, facts=facts,

@@ -73,6 +73,7 @@ def build_alert(inp: WeatherInput, trip: PlannedTrip, forecast: DailyForecast, o
         "window": window_facts(outcome.window), "alternative_day": day_facts(outcome.alternative),
         "following_day": day_facts(outcome.next_not_good) if outcome.rule == "window" else None,
         "min_window_days": cfg.min_window_days,  # the other thresholds are config, shown by `pamd explain`
+        "units": inp.profile.preferred_units,
     }
     actions = [{"action": "view_trip", "label": "View trip"}]
     if outcome.best is not None:
