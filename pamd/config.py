@@ -131,6 +131,69 @@ class AlertsSection(_Section):
             raise ValueError("max_per_day must be >= 0; release_interval, retry_interval and resume_after > 0")
 
 
+Tier = Literal["analysis", "fast"]
+
+
+class AIProviderSection(_Section):
+    """One model provider (``[ai.anthropic]``, ``[ai.gemini]``). Used only when ``key_env`` names a set variable."""
+
+    model: str = ""
+    tier: Tier = "fast"  # the monitors of this tier prefer this provider; the other one is their fallback
+    base_url: str = ""  # empty: the SDK's default endpoint
+    key_env: str = ""  # the environment variable holding the API key (keys are never read from config)
+    max_tokens: int = 400
+    timeout: float = 20.0
+    input_usd_per_mtok: float = 0.0  # price per million input tokens, for cost accounting and the daily cap
+    output_usd_per_mtok: float = 0.0
+    enabled: bool = True
+
+    def __post_init__(self) -> None:
+        if self.max_tokens < 16 or self.timeout <= 0 or self.input_usd_per_mtok < 0 or self.output_usd_per_mtok < 0:
+            raise ValueError("max_tokens must be >= 16, timeout > 0 and prices >= 0")
+
+
+class AnthropicSection(AIProviderSection):
+    model: str = "claude-sonnet-4-5"
+    tier: Tier = "analysis"
+    key_env: str = "ANTHROPIC_API_KEY"
+    input_usd_per_mtok: float = 3.0
+    output_usd_per_mtok: float = 15.0
+
+
+class GeminiSection(AIProviderSection):
+    model: str = "gemini-2.5-flash"
+    tier: Tier = "fast"
+    key_env: str = "GEMINI_API_KEY"
+    input_usd_per_mtok: float = 0.30
+    output_usd_per_mtok: float = 2.50
+
+
+class AISection(_Section):
+    """``[ai]``: phrasing alerts with a model (DESIGN.md section 9). Off unless a provider's key is set."""
+
+    daily_budget_usd: float = 5.0  # after this much spend in a UTC day, rule text only until the next
+    tiers: dict[str, Tier] = msgspec.field(default_factory=lambda: {
+        "budget": "analysis", "weather": "analysis", "maintenance": "analysis", "fuel": "fast", "context": "fast"})
+    default_tier: Tier = "fast"  # monitors not in ``tiers`` (third-party ones)
+    max_concurrency: int = 8  # requests in flight at once, over all providers
+    cache_size: int = 10_000  # phrasings kept, keyed by (fingerprint, facts, model)
+    breaker_failures: int = 3  # consecutive failures that open a provider's circuit...
+    breaker_cooloff: float = 300.0  # ...for this many seconds (then one trial request)
+    max_retry_after: float = 2.0  # a 429 asking to wait longer than this falls back at once
+    anthropic: AnthropicSection = msgspec.field(default_factory=AnthropicSection)
+    gemini: GeminiSection = msgspec.field(default_factory=GeminiSection)
+
+    def __post_init__(self) -> None:
+        if self.daily_budget_usd < 0 or self.max_concurrency < 1 or self.cache_size < 0:
+            raise ValueError("daily_budget_usd must be >= 0, max_concurrency >= 1 and cache_size >= 0")
+        if self.breaker_failures < 1 or self.breaker_cooloff < 0 or self.max_retry_after < 0:
+            raise ValueError("breaker_failures must be >= 1, breaker_cooloff and max_retry_after >= 0")
+
+    def providers(self) -> dict[str, AIProviderSection]:
+        """The configured providers by name, enabled or not."""
+        return {"anthropic": self.anthropic, "gemini": self.gemini}
+
+
 class Config(_Section, dict=True):
     """The whole, validated configuration. ``monitors`` and ``sinks`` tables are validated against plugins later."""
 
@@ -141,6 +204,7 @@ class Config(_Section, dict=True):
     coordination: CoordinationSection = msgspec.field(default_factory=CoordinationSection)
     providers: ProvidersSection = msgspec.field(default_factory=ProvidersSection)
     alerts: AlertsSection = msgspec.field(default_factory=AlertsSection)
+    ai: AISection = msgspec.field(default_factory=AISection)
     monitors: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
     sinks: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
 

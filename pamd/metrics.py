@@ -15,6 +15,7 @@ from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
 from pamd import __version__
+from pamd.ai.metrics import AIMetrics
 from pamd.model import Priority
 
 RUN_OUTCOMES = ("success", "error", "timeout", "skipped", "missed")
@@ -112,6 +113,7 @@ class Metrics:
         self.reloads = Counter("pamd_config_reloads_total", "SIGHUP reloads by outcome", ["outcome"], registry=r)
         for outcome in ("success", "error"):
             self.reloads.labels(outcome)
+        self.ai = AIMetrics(r)
 
     def for_monitor(self, name: str) -> MonitorMetrics:
         """Create every series of monitor ``name`` at 0 and return its children (cheap to update per tick)."""

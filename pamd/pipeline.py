@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
+from typing import TYPE_CHECKING
 
 from pamd.alerts.book import AlertBook, AlertContext, FencedError
 from pamd.alerts.decide import Decision, decide
@@ -24,6 +25,9 @@ from pamd.config import AlertsSection
 from pamd.metrics import Metrics
 from pamd.model import Alert, PackedAlerts, Priority, new_alert_id
 from pamd.sinks.base import Sink
+
+if TYPE_CHECKING:
+    from pamd.ai.router import Phraser
 
 log = logging.getLogger("pamd.pipeline")
 
@@ -41,8 +45,10 @@ class AlertPipeline:
         book: object | None = None,
         settings: AlertsSection | None = None,
         outbox: object | None = None,
+        phraser: Phraser | None = None,
     ) -> None:
         self.sinks = sinks
+        self.phraser = phraser if phraser is not None and phraser.active else None
         self.metrics = metrics
         self.book = book if isinstance(book, AlertBook) else None
         self.deliverer = Deliverer(sinks, metrics, outbox if outbox is not None else book)
@@ -111,6 +117,10 @@ class AlertPipeline:
     ) -> None:
         """Store one batch's decisions (forgetting resolved conditions if ``sweep``), then deliver what they let
         through."""
+        if self.phraser is not None:
+            # Only accepted alerts cost a request; they are phrased before they are stored, so what the outbox
+            # delivers later (a retry, a restart, a release after quiet hours) is the same text.
+            await self.phraser.phrase_all([d.alert for d in decided if d.accepted])
         if self.book is not None:
             resolved = await self.book.record_decisions(
                 monitor, decided, now, scheduled_at=scheduled_at, sweep=sweep, sweep_user=user_id, epoch=epoch)

@@ -283,6 +283,8 @@ def build_alert(
         "last_full_fill_at": format_ts(est.last_full_fill_at), "currency": inp.currency,
         "units": inp.preferred_units,
         "refill_l": round(est.capacity_l - est.litres_left, 3), "stations": stations,
+        "refill_cost": None if est.price_per_l is None else round((est.capacity_l - est.litres_left)
+                                                                  * est.price_per_l, 2),
         "position": msgspec.to_builtins(inp.position) if inp.position is not None else None,
     }
     actions = [{"action": "log_fuel", "label": "Log a fill-up"}]

@@ -1,0 +1,160 @@
+"""Checking a model's reply before a traveller reads it. Pure; no I/O.
+
+A reply is used only if it is the JSON object the prompt asked for, within the lengths asked, choosing only offered
+actions, and if every number in it is grounded: it is (after rounding to the digits written) one of the numbers
+the model was shown, or one of the unit conversions the prompt allows (km to miles, litres to US gallons, Celsius
+to Fahrenheit, km/h to mph), a fraction as a percentage, minutes as hours, or a date's or time's parts. Numbers
+written as words (one to twelve) count too. Anything else is a hallucination: the reply is discarded for the rule
+text.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from pamd.ai.prompt import MAX_ACTIONS, MAX_BODY, MAX_TITLE, trim_facts
+from pamd.model import Alert
+
+__all__ = ["GroundingError", "Phrasing", "allowed_numbers", "check_reply", "numbers_in"]
+
+KM_TO_MI = 0.621371
+L_TO_US_GAL = 0.264172
+L_TO_IMP_GAL = 0.219969
+M_TO_FT = 3.28084
+RELATIVE_TOLERANCE = 0.015  # "about 116 mi" for 186.667 km * 0.621371 = 115.99 is fine; 120 is not
+
+_NUMBER = re.compile(r"(?<![\w.])-?\d{1,3}(?:,\d{3})+(?:\.\d+)?(?![\w])|(?<![\w.])-?\d+(?:\.\d+)?")
+_WORDS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9,
+          "ten": 10, "eleven": 11, "twelve": 12, "twice": 2, "half": 0.5, "dozen": 12}
+_WORD = re.compile(r"\b(" + "|".join(_WORDS) + r")\b", re.IGNORECASE)
+_FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.DOTALL)
+
+
+class GroundingError(ValueError):
+    """A reply that must not be shown; ``reason`` is ``malformed`` or ``ungrounded`` (a metric label)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Phrasing:
+    """A checked reply: the text to show and the actions in the model's order."""
+
+    title: str
+    body: str
+    actions: list[dict[str, Any]]
+
+
+class _Choice(msgspec.Struct):
+    index: int
+    label: str | None = None
+
+
+class _Reply(msgspec.Struct):
+    title: str
+    body: str
+    actions: list[_Choice] | None = None
+
+
+def check_reply(text: str, alert: Alert) -> Phrasing:
+    """Parse and check ``text`` (the model's reply) for ``alert``; raise :class:`GroundingError`."""
+    fenced = _FENCE.match(text)
+    try:
+        reply = msgspec.json.decode((fenced[1] if fenced else text).strip(), type=_Reply)
+    except msgspec.DecodeError as exc:  # ValidationError is a DecodeError
+        raise GroundingError("malformed", f"not the requested JSON object: {exc}") from None
+    title, body = " ".join(reply.title.split()), reply.body.strip()
+    if not title or not body or len(title) > MAX_TITLE * 1.2 or len(body) > MAX_BODY * 1.2:
+        raise GroundingError("malformed", f"title of {len(title)} or body of {len(body)} characters")
+    actions = _actions(reply.actions, alert.actions)
+    allowed = allowed_numbers(alert)
+    labels = " ".join(str(a.get("label", "")) for a in actions)
+    for number, written in numbers_in(f"{title}\n{body}\n{labels}"):
+        if not _grounded(number, written, allowed):
+            raise GroundingError("ungrounded", f"{written!r} is not in the alert's facts")
+    return Phrasing(title, body, actions)
+
+
+def _actions(choices: list[_Choice] | None, offered: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    if choices is None:
+        return [dict(a) for a in offered]
+    chosen: list[dict[str, Any]] = []
+    for choice in choices[:MAX_ACTIONS]:
+        if not 0 <= choice.index < len(offered):
+            raise GroundingError("ungrounded", f"action {choice.index} was not offered")
+        if any(c is offered[choice.index] for c in chosen):
+            continue
+        action = dict(offered[choice.index])
+        label = " ".join((choice.label or "").split())
+        if label and len(label) <= 40:
+            action["label"] = label
+        chosen.append(action)
+    return chosen or [dict(a) for a in offered]
+
+
+def numbers_in(text: str) -> list[tuple[float, str]]:
+    """Every number in ``text`` (digits, with thousands separators, or a word from one to twelve) and how it was
+    written."""
+    found = [(float(m[0].replace(",", "")), m[0]) for m in _NUMBER.finditer(text)]
+    found += [(float(_WORDS[m[0].lower()]), m[0]) for m in _WORD.finditer(text)]
+    return found
+
+
+def allowed_numbers(alert: Alert) -> set[float]:
+    """The numbers a reply may show for ``alert``: those of the facts the model saw, each with the conversions its
+    key's unit allows (``_km``: miles; ``_l``: gallons; ``_c``: Fahrenheit; minutes and hours; a share: percent),
+    plus how many actions are offered."""
+    allowed: set[float] = set(map(float, range(len(alert.actions) + 1)))
+    for key, x in _numbers(trim_facts(alert.facts), ""):
+        allowed.update((x, abs(x)))
+        allowed.update(_conversions(key.lower(), x))
+    return allowed
+
+
+def _conversions(key: str, x: float) -> tuple[float, ...]:
+    if key.endswith(("_km", "_kmh")) or key in ("km", "kmh"):
+        return (x * KM_TO_MI,)
+    if key.endswith(("_l", "litres", "liters")):
+        return (x * L_TO_US_GAL, x * L_TO_IMP_GAL)
+    if key.endswith("per_l"):  # a price per litre as per gallon
+        return (x / L_TO_US_GAL, x / L_TO_IMP_GAL)
+    if key.endswith(("_c", "celsius")):
+        return (x * 9 / 5 + 32,)
+    if key.endswith("_m"):
+        return (x * M_TO_FT,)
+    if "minutes" in key:
+        return (x / 60,)
+    if "hours" in key:
+        return (x * 60,)
+    if 0 <= x <= 1 and not key.endswith(("_pct", "percent")):  # a share or a confidence, shown as a percentage
+        return (x * 100,)
+    return ()
+
+
+def _numbers(value: Any, key: str) -> list[tuple[str, float]]:
+    """(key, number) for every number in ``value``: values, numbers inside strings (dates, times) and list
+    lengths."""
+    if isinstance(value, bool) or value is None:
+        return []
+    if isinstance(value, int | float):
+        return [(key, float(value))] if math.isfinite(value) else []
+    if isinstance(value, str):
+        return [(key, float(n)) for n in re.findall(r"\d+(?:\.\d+)?", value)]
+    if isinstance(value, dict):
+        return [found for k, v in value.items() for found in _numbers(v, str(k))]
+    if isinstance(value, list | tuple):
+        return [(key, float(len(value)))] + [found for item in value for found in _numbers(item, key)]
+    return []
+
+
+def _grounded(number: float, written: str, allowed: set[float]) -> bool:
+    decimals = len(written.split(".", 1)[1]) if "." in written else 0
+    half_digit = 0.5 * 10 ** -decimals
+    return any(abs(number - x) <= max(half_digit, RELATIVE_TOLERANCE * abs(x)) + 1e-9 for x in allowed)

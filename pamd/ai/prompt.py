@@ -1,0 +1,100 @@
+"""What pamd sends a model: a fixed instruction and one alert's facts, nothing else. Pure; no I/O.
+
+The prompt carries only what the alert already holds (its kind, priority, facts and the actions the app offers) and
+how the user reads numbers (units, currency), so a model has nothing to phrase but the truth; identifiers and
+coordinates, which a traveller never reads, are left out to save tokens. Token counts here are estimates (about
+four characters a token, as both providers document for English) used for previews and the spend reservation;
+the bill uses the providers' own counts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from pamd.model import Alert
+
+__all__ = ["SYSTEM", "Prompt", "build_prompt", "estimate_tokens", "facts_digest", "trim_facts"]
+
+MAX_TITLE = 90
+MAX_BODY = 500
+MAX_ACTIONS = 3
+EXPECTED_OUTPUT_TOKENS = 120  # a title, two or three sentences and the actions' JSON
+
+SYSTEM = f"""You write the notifications of an RV-travel assistant. You get one alert as JSON: its kind, priority,
+the facts it rests on, the actions the app offers, and how the traveller reads numbers (units, currency).
+
+Write a title (at most {MAX_TITLE} characters) and a body (at most {MAX_BODY} characters, two or three sentences):
+plain, warm, specific English that tells the traveller what is happening and what to do next.
+
+Rules:
+- Use only the facts given. Do not add places, names, prices, distances, dates, causes or advice the facts do not
+  support. Never say something is nearby, open or cheap unless a fact says so.
+- Every number you write must come from the facts, rounded or converted to the traveller's units: metric means km,
+  litres, km/h and degrees Celsius; imperial means miles, US gallons, mph and degrees Fahrenheit. Facts are stored in
+  metric (SI) units; a key ending in _km is kilometres, _l litres, _kmh km/h, _c degrees Celsius, _pct a percentage.
+- Show money in the given currency.
+- Keep the urgency of the priority (low, medium, high, urgent); do not alarm more or less than it says.
+- From the offered actions, choose and order up to {MAX_ACTIONS} by their index; you may give each a shorter label.
+
+Reply with one JSON object and nothing else:
+{{"title": "...", "body": "...", "actions": [{{"index": 0, "label": "..."}}]}}"""
+
+_DROPPED_KEYS = ("lat", "lon")  # and every key ending in _id, _lat or _lon
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """The user message for one alert, and its estimated size."""
+
+    text: str
+    input_tokens: int  # estimated, system prompt included
+    output_tokens: int  # estimated
+
+    def cost_usd(self, input_usd_per_mtok: float, output_usd_per_mtok: float) -> float:
+        """Estimated cost of sending this prompt at the given prices."""
+        return (self.input_tokens * input_usd_per_mtok + self.output_tokens * output_usd_per_mtok) / 1e6
+
+
+def build_prompt(alert: Alert, max_tokens: int) -> Prompt:
+    """The prompt for ``alert``: its kind, priority, reader's units and currency, trimmed facts and offered
+    actions, as compact JSON."""
+    facts = alert.facts
+    payload = {
+        "kind": alert.kind,
+        "monitor": alert.monitor,
+        "priority": alert.priority.value,
+        "units": facts.get("units") if facts.get("units") in ("metric", "imperial") else "metric",
+        "currency": facts.get("currency") or None,
+        "facts": trim_facts(facts),
+        "actions": [{"index": i, "label": a.get("label") or a.get("action")} for i, a in enumerate(alert.actions)],
+    }
+    text = msgspec.json.encode(payload).decode()
+    return Prompt(text, estimate_tokens(SYSTEM) + estimate_tokens(text), min(max_tokens, EXPECTED_OUTPUT_TOKENS))
+
+
+def estimate_tokens(text: str) -> int:
+    """About four characters a token."""
+    return math.ceil(len(text) / 4)
+
+
+def facts_digest(alert: Alert) -> str:
+    """A hash of what the phrasing depends on besides the model: facts, priority and offered actions."""
+    raw = msgspec.json.encode([alert.kind, alert.priority.value, alert.facts, alert.actions], order="sorted")
+    return hashlib.sha256(raw).hexdigest()[:32]
+
+
+def trim_facts(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: trim_facts(v) for k, v in value.items() if not _dropped(str(k)) and v is not None}
+    if isinstance(value, list):
+        return [trim_facts(v) for v in value]
+    return value
+
+
+def _dropped(key: str) -> bool:
+    return key in _DROPPED_KEYS or key.endswith(("_id", "_lat", "_lon")) or key in ("units", "currency")
