@@ -176,6 +176,7 @@ class AISection(_Section):
         "budget": "analysis", "weather": "analysis", "maintenance": "analysis", "fuel": "fast", "context": "fast"})
     default_tier: Tier = "fast"  # monitors not in ``tiers`` (third-party ones)
     max_concurrency: int = 8  # requests in flight at once, over all providers
+    batch_size: int = 10  # alerts of one tick phrased in one request (the instructions are paid once for all)
     cache_size: int = 10_000  # phrasings kept, keyed by (fingerprint, facts, model)
     breaker_failures: int = 3  # consecutive failures that open a provider's circuit...
     breaker_cooloff: float = 300.0  # ...for this many seconds (then one trial request)
@@ -184,8 +185,8 @@ class AISection(_Section):
     gemini: GeminiSection = msgspec.field(default_factory=GeminiSection)
 
     def __post_init__(self) -> None:
-        if self.daily_budget_usd < 0 or self.max_concurrency < 1 or self.cache_size < 0:
-            raise ValueError("daily_budget_usd must be >= 0, max_concurrency >= 1 and cache_size >= 0")
+        if self.daily_budget_usd < 0 or self.max_concurrency < 1 or self.cache_size < 0 or self.batch_size < 1:
+            raise ValueError("daily_budget_usd must be >= 0, max_concurrency and batch_size >= 1, cache_size >= 0")
         if self.breaker_failures < 1 or self.breaker_cooloff < 0 or self.max_retry_after < 0:
             raise ValueError("breaker_failures must be >= 1, breaker_cooloff and max_retry_after >= 0")
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from pamd.ai.grounding import GroundingError, allowed_numbers, check_reply, numbers_in
+from pamd.ai.grounding import GroundingError, Phrasing, allowed_numbers, check_reply, numbers_in
 from pamd.ai.prompt import SYSTEM, build_prompt, facts_digest
 from pamd.model import Alert, Priority
 
@@ -24,6 +24,14 @@ def fuel_alert(**facts: object) -> Alert:
                           {"action": "find_fuel", "label": "Find fuel"}])
 
 
+def check_one(text: str, alert: Alert) -> Phrasing:
+    """The checked entry of a reply for ``alert`` alone; raises its GroundingError."""
+    (result,) = check_reply(text, [alert])
+    if isinstance(result, GroundingError):
+        raise result
+    return result
+
+
 def reply(title: str, body: str, actions: list[dict[str, object]] | None = None) -> str:
     data: dict[str, object] = {"title": title, "body": body}
     if actions is not None:
@@ -37,7 +45,7 @@ def test_a_faithful_reply_in_imperial_units_is_accepted() -> None:
                  "You have roughly 14.8 gal left, about 116 mi of range after 671 mi since your fill-up 3 days ago. "
                  "A full tank (85.6 gal) costs around $340.20.",
                  [{"index": 1, "label": "Find fuel now"}, {"index": 0}])
-    phrased = check_reply(text, alert)
+    phrased = check_one(text, alert)
     assert phrased.title == "Big Sky is down to about 15%"
     assert phrased.actions == [{"action": "find_fuel", "label": "Find fuel now"},
                                {"action": "log_fuel", "label": "Log a fill-up"}]
@@ -51,7 +59,7 @@ def test_a_faithful_reply_in_imperial_units_is_accepted() -> None:
 ])
 def test_invented_numbers_are_rejected(body: str, bad: str) -> None:
     with pytest.raises(GroundingError) as err:
-        check_reply(reply("Fuel low", body), fuel_alert())
+        check_one(reply("Fuel low", body), fuel_alert())
     assert err.value.reason == "ungrounded" and repr(bad) in str(err.value)
 
 
@@ -59,12 +67,12 @@ def test_malformed_replies_and_unoffered_actions_are_rejected() -> None:
     alert = fuel_alert()
     for text in ("Sure! Here is your alert: Fuel low", '{"title": "x"}', reply("", "body"), reply("t", "b" * 700)):
         with pytest.raises(GroundingError) as err:
-            check_reply(text, alert)
+            check_one(text, alert)
         assert err.value.reason == "malformed"
     with pytest.raises(GroundingError, match="action 5 was not offered"):
-        check_reply(reply("Fuel low", "Plan a fill-up.", [{"index": 5}]), alert)
+        check_one(reply("Fuel low", "Plan a fill-up.", [{"index": 5}]), alert)
     fenced = "```json\n" + reply("Fuel low", "Plan a fill-up soon.") + "\n```"
-    assert check_reply(fenced, alert).actions == alert.actions  # no choice: the offered actions as they were
+    assert check_one(fenced, alert).actions == alert.actions  # no choice: the offered actions as they were
 
 
 def test_conversions_dates_and_percentages_are_allowed() -> None:
@@ -74,16 +82,16 @@ def test_conversions_dates_and_percentages_are_allowed() -> None:
     allowed = allowed_numbers(alert)
     assert {86.0, 80.0 * 0.621371, 25.0, 15.0, 2026.0, 1.5}.issubset({round(x, 6) for x in allowed} | allowed)
     text = reply("Storm on 15 March", "Gusts near 50 mph and 86°F; leave 1.5 hours earlier, a 25% chance.")
-    assert check_reply(text, alert).title == "Storm on 15 March"
+    assert check_one(text, alert).title == "Storm on 15 March"
     with pytest.raises(GroundingError):  # ids are not shown to the model and may not appear
-        check_reply(reply("Trip 987654", "Storm."), alert)
+        check_one(reply("Trip 987654", "Storm."), alert)
     assert [n for n, _ in numbers_in("1,234.5 km, -3 °C and two stops")] == [1234.5, -3.0, 2.0]
 
 
 def test_the_prompt_carries_only_the_facts_and_the_readers_units() -> None:
     alert = fuel_alert()
-    prompt = build_prompt(alert, max_tokens=400)
-    payload = json.loads(prompt.text)
+    prompt = build_prompt([alert], max_tokens=400)
+    payload = json.loads(prompt.text)["alerts"][0]
     assert payload["units"] == "imperial" and payload["currency"] == "USD" and payload["priority"] == "medium"
     assert "vehicle_id" not in payload["facts"] and "lat" not in payload["facts"]["position"]
     assert payload["actions"] == [{"index": 0, "label": "Log a fill-up"}, {"index": 1, "label": "Find fuel"}]
@@ -92,3 +100,20 @@ def test_the_prompt_carries_only_the_facts_and_the_readers_units() -> None:
     assert prompt.cost_usd(3.0, 15.0) == pytest.approx((prompt.input_tokens * 3 + 120 * 15) / 1e6)
     changed = fuel_alert(level_pct=12.0)
     assert facts_digest(changed) != facts_digest(alert) == facts_digest(fuel_alert())
+
+
+def test_a_batch_reply_is_checked_entry_by_entry() -> None:
+    good, other = fuel_alert(), fuel_alert(level_pct=9.0)
+    text = json.dumps({"alerts": [
+        {"n": 1, "title": "Fuel at 9%", "body": "About 9% left: refuel today."},
+        {"n": 0, "title": "Fuel at 15%", "body": "There are 4 stations near you."},
+    ]})
+    first, second = check_reply(text, [good, other])
+    assert isinstance(first, GroundingError) and first.reason == "ungrounded"
+    assert isinstance(second, Phrasing) and second.title == "Fuel at 9%"
+    missing = check_reply(json.dumps({"alerts": [{"n": 0, "title": "t", "body": "b"}]}), [good, other])
+    assert isinstance(missing[1], GroundingError) and "no entry for alert 1" in str(missing[1])
+    assert all(isinstance(r, GroundingError) and r.reason == "malformed" for r in check_reply("nope", [good, other]))
+    prompt = build_prompt([good, other], max_tokens=400)
+    assert [a["n"] for a in json.loads(prompt.text)["alerts"]] == [0, 1] and prompt.output_tokens == 240
+    assert prompt.input_tokens < 2 * build_prompt([good], max_tokens=400).input_tokens  # instructions paid once

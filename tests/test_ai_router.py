@@ -46,7 +46,10 @@ class Scripted:
         step = self.script.popleft() if self.script else self.default
         if isinstance(step, ProviderError):
             raise step
-        return Completion(step, input_tokens=1000, output_tokens=100, model=model)
+        alerts = len(json.loads(prompt)["alerts"])
+        if alerts > 1:  # the same entry for every alert of the request
+            step = json.dumps({"alerts": [{**json.loads(step), "n": n} for n in range(alerts)]})
+        return Completion(step, input_tokens=1000, output_tokens=100 * alerts, model=model)
 
     async def aclose(self) -> None:
         pass
@@ -82,8 +85,8 @@ async def test_the_tier_picks_the_provider_and_the_reply_replaces_the_rule_text(
     claude, gemini = Scripted("anthropic"), Scripted("gemini")
     p, m = phraser(claude, gemini)
     budget, fuel = alert("budget"), alert("fuel", "fp2")
-    assert await p.phrase(budget) == "anthropic/claude-sonnet-4-5"
-    assert await p.phrase(fuel) == "gemini/gemini-2.5-flash"
+    assert (await p.phrase([budget]))[0] == "anthropic/claude-sonnet-4-5"
+    assert (await p.phrase([fuel]))[0] == "gemini/gemini-2.5-flash"
     assert (claude.calls, gemini.calls) == (["claude-sonnet-4-5"], ["gemini-2.5-flash"])
     assert budget.title == "Budget at 85%" and budget.actions == [{"action": "view_budget", "label": "View budget"}]
     assert count(m, "pamd_ai_requests_total", provider="anthropic", model="claude-sonnet-4-5", outcome="success") == 1
@@ -97,13 +100,13 @@ async def test_fallback_chain_to_the_other_provider_then_to_the_rule_text() -> N
     gemini = Scripted("gemini", ProviderError("server_error", "boom", status=500))
     p, m = phraser(claude, gemini)
     first = alert()
-    assert await p.phrase(first) == "rule:server_error"
+    assert (await p.phrase([first]))[0] == "rule:server_error"
     assert first.title == "Rule title"  # untouched
     assert count(m, "pamd_ai_fallbacks_total", reason="overloaded") == 1
     assert count(m, "pamd_ai_fallbacks_total", reason="server_error") == 1
     second = alert(fingerprint="fp2")
     claude.script.append(ProviderError("timeout", "slow"))
-    assert await p.phrase(second) == "gemini/gemini-2.5-flash"
+    assert (await p.phrase([second]))[0] == "gemini/gemini-2.5-flash"
     assert second.title == "Budget at 85%"
 
 
@@ -113,12 +116,12 @@ async def test_the_circuit_opens_after_repeated_failures_and_a_trial_closes_it()
     gemini = Scripted("gemini")
     p, m = phraser(claude, gemini, clock=clock, breaker_failures=3, breaker_cooloff=60.0)
     for i in range(5):
-        assert (await p.phrase(alert(fingerprint=f"a{i}"))).startswith("gemini/")
+        assert ((await p.phrase([alert(fingerprint=f"a{i}")]))[0]).startswith("gemini/")
     assert len(claude.calls) == 3  # the 4th and 5th skipped it
     assert count(m, "pamd_ai_fallbacks_total", reason="circuit_open") == 2
     clock.t = 61.0
     claude.default = GOOD
-    assert (await p.phrase(alert(fingerprint="trial"))).startswith("anthropic/")  # half-open trial succeeds
+    assert ((await p.phrase([alert(fingerprint="trial")]))[0]).startswith("anthropic/")  # half-open trial succeeds
     assert p.breakers["anthropic"].state == "closed"
 
 
@@ -129,7 +132,7 @@ async def test_the_daily_cap_switches_to_rule_text_mid_day_until_the_next_day(tm
     settings = AISection(daily_budget_usd=0.02)  # each request costs ~0.0045 USD billed, ~0.004 estimated
     p = Phraser(settings, {"anthropic": claude}, metrics, ledger_path=tmp_path / "spend.json",
                 now=lambda: day[0])
-    outcomes = [await p.phrase(alert(fingerprint=f"f{i}")) for i in range(8)]
+    outcomes = [(await p.phrase([alert(fingerprint=f"f{i}")]))[0] for i in range(8)]
     spent = p.ledger.spent_usd
     assert outcomes[:4] == ["anthropic/claude-sonnet-4-5"] * 4 and set(outcomes[4:]) == {"rule:budget"}
     assert spent <= 0.02 and len(claude.calls) == 4
@@ -138,19 +141,19 @@ async def test_the_daily_cap_switches_to_rule_text_mid_day_until_the_next_day(tm
     again = Phraser(settings, {"anthropic": claude}, metrics, ledger_path=tmp_path / "spend.json",
                     now=lambda: day[0])
     assert again.ledger.spent_usd == pytest.approx(spent)
-    assert await again.phrase(alert(fingerprint="g")) == "rule:budget"
+    assert (await again.phrase([alert(fingerprint="g")]))[0] == "rule:budget"
     day[0] += timedelta(days=1)
-    assert await again.phrase(alert(fingerprint="h")) == "anthropic/claude-sonnet-4-5"
+    assert (await again.phrase([alert(fingerprint="h")]))[0] == "anthropic/claude-sonnet-4-5"
 
 
 async def test_the_cache_makes_repeats_free_but_new_facts_ask_again() -> None:
     at_90 = json.dumps({"title": "Budget at 90%", "body": "You have spent 900 of your 1000 USD food budget."})
     claude = Scripted("anthropic", GOOD, at_90)
     p, m = phraser(claude)
-    assert (await p.phrase(alert())).startswith("anthropic/")
-    assert await p.phrase(alert()) == "cache"
+    assert ((await p.phrase([alert()]))[0]).startswith("anthropic/")
+    assert (await p.phrase([alert()]))[0] == "cache"
     assert len(claude.calls) == 1 and count(m, "pamd_ai_cache_hits_total") == 1
-    assert (await p.phrase(alert(spent=900.0))).startswith("anthropic/")  # the facts changed
+    assert ((await p.phrase([alert(spent=900.0)]))[0]).startswith("anthropic/")  # the facts changed
     preview = p.preview(alert())
     assert preview is not None and preview.cached and preview.cost_usd == 0.0
 
@@ -160,22 +163,22 @@ async def test_a_hallucinated_number_is_discarded_for_the_rule_text() -> None:
     claude = Scripted("anthropic", lie)
     p, m = phraser(claude, Scripted("gemini"))
     a = alert()
-    assert await p.phrase(a) == "rule:ungrounded"
+    assert (await p.phrase([a]))[0] == "rule:ungrounded"
     assert a.title == "Rule title" and a.body == "Rule body."
     assert count(m, "pamd_ai_requests_total", provider="anthropic", model="claude-sonnet-4-5",
                  outcome="rejected") == 1
     assert count(m, "pamd_ai_fallbacks_total", reason="ungrounded") == 1
-    assert await p.phrase(alert()) != "cache"  # a rejected reply is not cached
+    assert (await p.phrase([alert()]))[0] != "cache"  # a rejected reply is not cached
 
 
 async def test_a_short_retry_after_is_honoured_once_a_long_one_falls_back() -> None:
     claude = Scripted("anthropic", ProviderError("rate_limited", "slow down", status=429, retry_after=0.01))
     gemini = Scripted("gemini")
     p, m = phraser(claude, gemini, max_retry_after=1.0)
-    assert (await p.phrase(alert())).startswith("anthropic/")
+    assert ((await p.phrase([alert()]))[0]).startswith("anthropic/")
     assert len(claude.calls) == 2 and not gemini.calls
     claude.script.append(ProviderError("rate_limited", "slow down", status=429, retry_after=30.0))
-    assert (await p.phrase(alert(fingerprint="x"))).startswith("gemini/")
+    assert ((await p.phrase([alert(fingerprint="x")]))[0]).startswith("gemini/")
     assert count(m, "pamd_ai_requests_total", provider="anthropic", model="claude-sonnet-4-5",
                  outcome="rate_limited") == 2
 
@@ -193,10 +196,24 @@ async def test_requests_in_flight_are_bounded() -> None:
             in_flight[0] -= 1
             return await super().complete(model=model, system=system, prompt=prompt, max_tokens=max_tokens)
 
-    p, _ = phraser(Slow("anthropic"), max_concurrency=3)
+    p, _ = phraser(Slow("anthropic"), max_concurrency=3, batch_size=1)
     alerts = [alert(fingerprint=f"c{i}") for i in range(12)]
     await p.phrase_all(alerts)
     assert peak[0] == 3 and all(a.title == "Budget at 85%" for a in alerts)
+
+
+async def test_a_tick_s_alerts_go_in_batches_and_a_bad_entry_costs_only_its_alert() -> None:
+    claude = Scripted("anthropic")
+    p, m = phraser(claude, batch_size=5)
+    alerts = [alert(fingerprint=f"b{i}") for i in range(12)]
+    alerts[7].facts["spent"] = 700.0  # the scripted reply says 850: ungrounded for this one only
+    await p.phrase_all(alerts)
+    assert len(claude.calls) == 3  # 5 + 5 + 2
+    assert [a.title == "Budget at 85%" for a in alerts] == [True] * 7 + [False] + [True] * 4
+    assert count(m, "pamd_ai_fallbacks_total", reason="ungrounded") == 1
+    assert count(m, "pamd_ai_requests_total", provider="anthropic", model="claude-sonnet-4-5", outcome="success") == 2
+    assert count(m, "pamd_ai_requests_total", provider="anthropic", model="claude-sonnet-4-5",
+                 outcome="rejected") == 1
 
 
 async def test_no_provider_keeps_the_rule_text() -> None:
@@ -204,4 +221,4 @@ async def test_no_provider_keeps_the_rule_text() -> None:
     assert not p.active
     preview = p.preview(alert())
     assert preview is not None and not preview.key_set and preview.provider == "anthropic"
-    assert await p.phrase(alert()) == "rule:no_provider"
+    assert (await p.phrase([alert()]))[0] == "rule:no_provider"

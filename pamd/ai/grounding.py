@@ -1,17 +1,18 @@
 """Checking a model's reply before a traveller reads it. Pure; no I/O.
 
-A reply is used only if it is the JSON object the prompt asked for, within the lengths asked, choosing only offered
-actions, and if every number in it is grounded: it is (after rounding to the digits written) one of the numbers
-the model was shown, or one of the unit conversions the prompt allows (km to miles, litres to US gallons, Celsius
-to Fahrenheit, km/h to mph), a fraction as a percentage, minutes as hours, or a date's or time's parts. Numbers
-written as words (one to twelve) count too. Anything else is a hallucination: the reply is discarded for the rule
-text.
+An alert's entry in a reply is used only if the reply is the JSON object the prompt asked for, the entry is within
+the lengths asked and chooses only offered actions, and every number in it is grounded: it is (after rounding to the
+digits written) one of the numbers the model was shown, or one of the unit conversions the prompt allows (km to
+miles, litres to US gallons, Celsius to Fahrenheit, km/h to mph), a share as a percentage, minutes as hours, or a
+date's or time's parts. Numbers written as words (one to twelve) count too. Anything else is a hallucination: that
+alert keeps its rule text.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,23 +58,50 @@ class _Choice(msgspec.Struct):
     label: str | None = None
 
 
-class _Reply(msgspec.Struct):
+class _Entry(msgspec.Struct):
     title: str
     body: str
     actions: list[_Choice] | None = None
+    n: int = 0
 
 
-def check_reply(text: str, alert: Alert) -> Phrasing:
-    """Parse and check ``text`` (the model's reply) for ``alert``; raise :class:`GroundingError`."""
+class _Batch(msgspec.Struct):
+    alerts: list[_Entry]
+
+
+def check_reply(text: str, alerts: Sequence[Alert]) -> list[Phrasing | GroundingError]:
+    """Parse ``text`` (the model's reply to a request for ``alerts``) and check each alert's entry: a
+    :class:`Phrasing` to show, or the :class:`GroundingError` that keeps that alert's rule text. A reply to a
+    single alert may also be the bare entry object."""
     fenced = _FENCE.match(text)
+    raw = (fenced[1] if fenced else text).strip().encode()
     try:
-        reply = msgspec.json.decode((fenced[1] if fenced else text).strip(), type=_Reply)
+        entries = {e.n: e for e in msgspec.json.decode(raw, type=_Batch).alerts}
     except msgspec.DecodeError as exc:  # ValidationError is a DecodeError
-        raise GroundingError("malformed", f"not the requested JSON object: {exc}") from None
-    title, body = " ".join(reply.title.split()), reply.body.strip()
+        try:
+            entries = {0: msgspec.json.decode(raw, type=_Entry)} if len(alerts) == 1 else {}
+        except msgspec.DecodeError:
+            entries = {}
+        if not entries:
+            error = GroundingError("malformed", f"not the requested JSON object: {exc}")
+            return [error for _ in alerts]
+    results: list[Phrasing | GroundingError] = []
+    for n, alert in enumerate(alerts):
+        entry = entries.get(n)
+        try:
+            if entry is None:
+                raise GroundingError("malformed", f"no entry for alert {n}")
+            results.append(_check_entry(entry, alert))
+        except GroundingError as exc:
+            results.append(exc)
+    return results
+
+
+def _check_entry(entry: _Entry, alert: Alert) -> Phrasing:
+    title, body = " ".join(entry.title.split()), entry.body.strip()
     if not title or not body or len(title) > MAX_TITLE * 1.2 or len(body) > MAX_BODY * 1.2:
         raise GroundingError("malformed", f"title of {len(title)} or body of {len(body)} characters")
-    actions = _actions(reply.actions, alert.actions)
+    actions = _actions(entry.actions, alert.actions)
     allowed = allowed_numbers(alert)
     labels = " ".join(str(a.get("label", "")) for a in actions)
     for number, written in numbers_in(f"{title}\n{body}\n{labels}"):

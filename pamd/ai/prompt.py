@@ -1,16 +1,18 @@
-"""What pamd sends a model: a fixed instruction and one alert's facts, nothing else. Pure; no I/O.
+"""What pamd sends a model: fixed instructions and the alerts' facts, nothing else. Pure; no I/O.
 
-The prompt carries only what the alert already holds (its kind, priority, facts and the actions the app offers) and
-how the user reads numbers (units, currency), so a model has nothing to phrase but the truth; identifiers and
-coordinates, which a traveller never reads, are left out to save tokens. Token counts here are estimates (about
-four characters a token, as both providers document for English) used for previews and the spend reservation;
-the bill uses the providers' own counts.
+One request carries up to ``[ai] batch_size`` alerts of one tick (the instructions, most of a lone alert's prompt,
+are then paid once for all). The prompt carries only what each alert already holds (its kind, priority, facts and
+the actions the app offers) and how its reader takes numbers (units, currency), so a model has nothing to phrase but
+the truth; identifiers and coordinates, which a traveller never reads, are left out to save tokens. Token counts
+here are estimates (about four characters a token, as both providers document for English) used for previews and
+the spend reservation; the bill uses the providers' own counts.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,31 +27,32 @@ MAX_BODY = 500
 MAX_ACTIONS = 3
 EXPECTED_OUTPUT_TOKENS = 120  # a title, two or three sentences and the actions' JSON
 
-SYSTEM = f"""You write the notifications of an RV-travel assistant. You get one alert as JSON: its kind, priority,
-the facts it rests on, the actions the app offers, and how the traveller reads numbers (units, currency).
+SYSTEM = f"""You write the notifications of an RV-travel assistant. You get a JSON object whose "alerts" list
+holds one or more alerts, each with its number "n", kind, priority, the facts it rests on, the actions the app
+offers, and how its traveller reads numbers (units, currency).
 
-Write a title (at most {MAX_TITLE} characters) and a body (at most {MAX_BODY} characters, two or three sentences):
-plain, warm, specific English that tells the traveller what is happening and what to do next.
+For each alert write a title (at most {MAX_TITLE} characters) and a body (at most {MAX_BODY} characters, two or three
+sentences): plain, warm, specific English that tells the traveller what is happening and what to do next.
 
 Rules:
-- Use only the facts given. Do not add places, names, prices, distances, dates, causes or advice the facts do not
-  support. Never say something is nearby, open or cheap unless a fact says so.
+- Use only that alert's facts. Do not add places, names, prices, distances, dates, causes or advice the facts do
+  not support. Never say something is nearby, open or cheap unless a fact says so.
 - Every number you write must come from the facts, rounded or converted to the traveller's units: metric means km,
   litres, km/h and degrees Celsius; imperial means miles, US gallons, mph and degrees Fahrenheit. Facts are stored in
   metric (SI) units; a key ending in _km is kilometres, _l litres, _kmh km/h, _c degrees Celsius, _pct a percentage.
-- Show money in the given currency.
+- Show money in the alert's currency.
 - Keep the urgency of the priority (low, medium, high, urgent); do not alarm more or less than it says.
 - From the offered actions, choose and order up to {MAX_ACTIONS} by their index; you may give each a shorter label.
 
-Reply with one JSON object and nothing else:
-{{"title": "...", "body": "...", "actions": [{{"index": 0, "label": "..."}}]}}"""
+Reply with one JSON object and nothing else, one entry per alert:
+{{"alerts": [{{"n": 0, "title": "...", "body": "...", "actions": [{{"index": 0, "label": "..."}}]}}]}}"""
 
 _DROPPED_KEYS = ("lat", "lon")  # and every key ending in _id, _lat or _lon
 
 
 @dataclass(frozen=True)
 class Prompt:
-    """The user message for one alert, and its estimated size."""
+    """The user message of one request (one or more alerts), and its estimated size."""
 
     text: str
     input_tokens: int  # estimated, system prompt included
@@ -60,11 +63,19 @@ class Prompt:
         return (self.input_tokens * input_usd_per_mtok + self.output_tokens * output_usd_per_mtok) / 1e6
 
 
-def build_prompt(alert: Alert, max_tokens: int) -> Prompt:
-    """The prompt for ``alert``: its kind, priority, reader's units and currency, trimmed facts and offered
-    actions, as compact JSON."""
+def build_prompt(alerts: Sequence[Alert], max_tokens: int) -> Prompt:
+    """One request for ``alerts`` (numbered from 0 in order): each one's kind, priority, reader's units and
+    currency, trimmed facts and offered actions, as compact JSON. ``max_tokens`` is the reply budget per alert."""
+    payload = {"alerts": [_alert_payload(n, alert) for n, alert in enumerate(alerts)]}
+    text = msgspec.json.encode(payload).decode()
+    output = min(max_tokens, EXPECTED_OUTPUT_TOKENS) * len(alerts)
+    return Prompt(text, estimate_tokens(SYSTEM) + estimate_tokens(text), output)
+
+
+def _alert_payload(n: int, alert: Alert) -> dict[str, Any]:
     facts = alert.facts
-    payload = {
+    return {
+        "n": n,
         "kind": alert.kind,
         "monitor": alert.monitor,
         "priority": alert.priority.value,
@@ -73,8 +84,6 @@ def build_prompt(alert: Alert, max_tokens: int) -> Prompt:
         "facts": trim_facts(facts),
         "actions": [{"index": i, "label": a.get("label") or a.get("action")} for i, a in enumerate(alert.actions)],
     }
-    text = msgspec.json.encode(payload).decode()
-    return Prompt(text, estimate_tokens(SYSTEM) + estimate_tokens(text), min(max_tokens, EXPECTED_OUTPUT_TOKENS))
 
 
 def estimate_tokens(text: str) -> int:

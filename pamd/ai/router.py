@@ -30,6 +30,8 @@ __all__ = ["Phraser", "Preview", "Route"]
 
 log = logging.getLogger("pamd.ai")
 
+MAX_REQUEST_TOKENS = 8192  # reply budget of one request, however many alerts it carries
+
 
 @dataclass(frozen=True)
 class Route:
@@ -98,87 +100,127 @@ class Phraser:
         return [Route(name, self.providers.get(name), s) for name, s in sections]
 
     def preview(self, alert: Alert) -> Preview | None:
-        """The request phrasing ``alert`` would make first, or ``None`` if no provider is enabled."""
+        """The request phrasing ``alert`` alone would make first, or ``None`` if no provider is enabled."""
         routes = self.routes(alert.monitor)
         live = [r for r in routes if r.provider is not None] or routes
         if not live:
             return None
         route = live[0]
-        prompt = build_prompt(alert, route.settings.max_tokens)
-        cached = self.cache.get((alert.fingerprint, facts_digest(alert), route.settings.model)) is not None
+        prompt = build_prompt([alert], route.settings.max_tokens)
+        cached = self.cache.get(_cache_key(alert, facts_digest(alert), route)) is not None
         cost = prompt.cost_usd(route.settings.input_usd_per_mtok, route.settings.output_usd_per_mtok)
         return Preview(route.name, route.settings.model, SYSTEM, prompt.text, prompt.input_tokens,
                        prompt.output_tokens, 0.0 if cached else cost, cached, route.provider is not None)
 
     async def phrase_all(self, alerts: Sequence[Alert]) -> None:
-        """Phrase ``alerts`` concurrently (at most ``max_concurrency`` requests in flight); each keeps its rule text
-        if its phrasing fails. Never raises for one alert's failure."""
+        """Phrase ``alerts`` in place: those of one route together, ``[ai] batch_size`` to a request, at most
+        ``max_concurrency`` requests in flight. An alert whose phrasing fails keeps its rule text; never raises for
+        one alert's or one request's failure."""
         if not self.active or not alerts:
             return
+        groups: dict[tuple[str, ...], list[Alert]] = {}
+        for alert in alerts:
+            names = tuple(r.name for r in self.routes(alert.monitor) if r.provider is not None)
+            groups.setdefault(names, []).append(alert)
+        size = self.settings.batch_size
         async with anyio.create_task_group() as tg:
-            for alert in alerts:
-                tg.start_soon(self._phrase_safely, alert)
+            for group in groups.values():
+                for start in range(0, len(group), size):
+                    tg.start_soon(self._phrase_safely, group[start:start + size])
         self.metrics.budget_remaining.set(self.ledger.remaining_usd)
 
-    async def _phrase_safely(self, alert: Alert) -> None:
+    async def _phrase_safely(self, alerts: list[Alert]) -> None:
         try:
-            await self.phrase(alert)
-        except Exception:  # a bug here must cost the alert its AI text, never the alert
-            log.exception("phrasing alert %s failed; it keeps its rule text", alert.id)
+            await self.phrase(alerts)
+        except Exception:  # a bug here must cost the alerts their AI text, never the alerts
+            log.exception("phrasing %d alert(s) failed; they keep their rule text", len(alerts))
 
-    async def phrase(self, alert: Alert) -> str:
-        """Phrase one alert in place; return what phrased it: ``"<provider>/<model>"``, ``"cache"`` or
-        ``"rule:<reason>"``."""
-        routes = [r for r in self.routes(alert.monitor) if r.provider is not None]
+    async def phrase(self, alerts: Sequence[Alert]) -> list[str]:
+        """Phrase ``alerts`` (one monitor's, so one route) in place, in one request per provider tried; return what
+        phrased each: ``"<provider>/<model>"``, ``"cache"`` or ``"rule:<reason>"``."""
+        if not alerts:
+            return []
+        routes = [r for r in self.routes(alerts[0].monitor) if r.provider is not None]
+        outcomes = ["rule:no_provider"] * len(alerts)
         if not routes:
-            return self._fallback("no_provider")
-        digest = facts_digest(alert)
-        outcome = "rule:no_provider"
+            self.metrics.fallbacks.labels("no_provider").inc(len(alerts))
+            return outcomes
+        digests = [facts_digest(a) for a in alerts]
+        remaining = list(range(len(alerts)))
         for route in routes:
-            key = (alert.fingerprint, digest, route.settings.model)
-            cached = self.cache.get(key)
-            if cached is not None:
-                self.metrics.cache_hits.inc()
-                _apply(alert, cached)
-                return "cache"
+            remaining = self._from_cache(alerts, digests, remaining, route, outcomes)
+            if not remaining:
+                break
             if not self.breakers[route.name].allow():
-                outcome = self._fallback("circuit_open", quiet=True)
+                self._fell_back("circuit_open", remaining, outcomes)
                 continue
-            prompt = build_prompt(alert, route.settings.max_tokens)
+            batch = [alerts[i] for i in remaining]
+            prompt = build_prompt(batch, route.settings.max_tokens)
             estimate = prompt.cost_usd(route.settings.input_usd_per_mtok, route.settings.output_usd_per_mtok)
             if not self.ledger.reserve(estimate):
-                return self._fallback("budget")  # the cap is for all providers together
+                self._fell_back("budget", remaining, outcomes)  # the cap is for all providers together
+                log.info("AI daily budget of $%.2f reached: rule text until tomorrow (UTC)", self.ledger.cap_usd)
+                break
             try:
-                completion = await self._ask(route, prompt, estimate)
+                completion = await self._ask(route, prompt, estimate, len(batch))
             except ProviderError as exc:
                 self.breakers[route.name].failure()
-                log.warning("AI provider %s failed (%s: %s) for alert %s", route.name, exc.kind, exc, alert.id)
-                outcome = self._fallback(exc.kind, quiet=True)
+                log.warning("AI provider %s failed (%s): %s", route.name, exc.kind, exc)
+                self._fell_back(exc.kind, remaining, outcomes)
                 continue
             self.breakers[route.name].success()
-            try:
-                phrasing = check_reply(completion.text, alert)
-            except GroundingError as exc:
-                self.metrics.requests.labels(route.name, route.settings.model, "rejected").inc()
-                log.warning("AI reply for alert %s discarded (%s): %s", alert.id, exc.reason, exc)
-                return self._fallback(exc.reason)
-            self.metrics.requests.labels(route.name, route.settings.model, "success").inc()
-            self.cache.put(key, phrasing)
-            _apply(alert, phrasing)
-            return f"{route.name}/{completion.model or route.settings.model}"
-        return outcome  # every provider was skipped or failed: the rule text stays
+            self._use(completion, route, batch, [digests[i] for i in remaining], remaining, outcomes)
+            break
+        return outcomes
 
-    async def _ask(self, route: Route, prompt: Prompt, estimate: float) -> Completion:
-        """One request (and one retry after a short ``Retry-After``), with the spend settled and metrics counted."""
+    def _from_cache(self, alerts: Sequence[Alert], digests: list[str], indices: list[int], route: Route,
+                    outcomes: list[str]) -> list[int]:
+        """Apply cached phrasings of ``route``'s model; return the indices still to ask for."""
+        left = []
+        for i in indices:
+            cached = self.cache.get(_cache_key(alerts[i], digests[i], route))
+            if cached is None:
+                left.append(i)
+            else:
+                _apply(alerts[i], cached)
+                outcomes[i] = "cache"
+                self.metrics.cache_hits.inc()
+        return left
+
+    def _use(self, completion: Completion, route: Route, batch: list[Alert], digests: list[str],
+             indices: list[int], outcomes: list[str]) -> None:
+        """Check each alert's entry of a reply: apply and cache the good ones; the others keep their rule text."""
+        rejected = 0
+        for i, alert, digest, result in zip(indices, batch, digests, check_reply(completion.text, batch),
+                                            strict=True):
+            if isinstance(result, GroundingError):
+                rejected += 1
+                self._fell_back(result.reason, [i], outcomes)
+                log.warning("AI text for alert %s discarded (%s): %s", alert.id, result.reason, result)
+                continue
+            self.cache.put(_cache_key(alert, digest, route), result)
+            _apply(alert, result)
+            outcomes[i] = f"{route.name}/{completion.model or route.settings.model}"
+        self.metrics.requests.labels(route.name, route.settings.model, "rejected" if rejected else "success").inc()
+
+    def _fell_back(self, reason: str, indices: list[int], outcomes: list[str]) -> None:
+        self.metrics.fallbacks.labels(reason).inc(len(indices))
+        for i in indices:
+            outcomes[i] = f"rule:{reason}"
+
+    async def _ask(self, route: Route, prompt: Prompt, estimate: float, alerts: int) -> Completion:
+        """One request for ``alerts`` alerts (and one retry after a short ``Retry-After``), with the spend settled
+        and metrics counted."""
         assert route.provider is not None
         s = route.settings
+        max_tokens = min(s.max_tokens * alerts, MAX_REQUEST_TOKENS)
         for attempt in (1, 2):
             started = time.monotonic()
             try:
                 async with self._limiter:
                     with anyio.fail_after(s.timeout * 2 + 1):  # the SDK's own timeout should fire first
                         completion = await route.provider.complete(
-                            model=s.model, system=SYSTEM, prompt=prompt.text, max_tokens=s.max_tokens)
+                            model=s.model, system=SYSTEM, prompt=prompt.text, max_tokens=max_tokens)
             except TimeoutError:
                 error = ProviderError("timeout", f"no answer in {s.timeout * 2 + 1:g} s")
             except ProviderError as exc:
@@ -203,12 +245,6 @@ class Phraser:
             raise error
         raise AssertionError("unreachable")
 
-    def _fallback(self, reason: str, *, quiet: bool = False) -> str:
-        self.metrics.fallbacks.labels(reason).inc()
-        if not quiet:
-            log.info("AI phrasing fell back to the rule text: %s", reason)
-        return f"rule:{reason}"
-
     async def aclose(self) -> None:
         """Record the day's spend and close the providers."""
         self.ledger.flush()
@@ -217,6 +253,10 @@ class Phraser:
                 await provider.aclose()
             except Exception as exc:
                 log.warning("closing AI provider %s failed: %s", provider.name, exc)
+
+
+def _cache_key(alert: Alert, digest: str, route: Route) -> tuple[str, str, str]:
+    return alert.fingerprint, digest, route.settings.model
 
 
 def _apply(alert: Alert, phrasing: Phrasing) -> None:
