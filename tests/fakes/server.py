@@ -103,7 +103,8 @@ class FakeServer:
             self.failures.extend(Reply(status, body, dict(headers)) for _ in range(count))
 
     def start(self) -> None:
-        threading.Thread(target=self._httpd.serve_forever, name="fake-http", daemon=True).start()
+        # A short poll interval: stop() waits for the serve loop to notice, 0.5 s by default (per test, per fake)
+        threading.Thread(target=self._httpd.serve_forever, args=(0.05,), name="fake-http", daemon=True).start()
 
     def stop(self) -> None:
         self._httpd.shutdown()
