@@ -205,6 +205,16 @@ async def test_a_reply_slower_than_the_timeout_is_a_timeout(target: Target) -> N
 
 
 @pytest.mark.anyio
+async def test_a_reply_that_trickles_in_past_the_timeout_is_a_timeout(target: Target) -> None:
+    # no read waits longer than the timeout (0.1 s gaps), but the whole reply takes 1 s
+    target.fake.queue(Answer(trickle=TIMEOUT / 3))
+    started = time.monotonic()
+    error = await _failure(target)
+    assert error.kind == "timeout"
+    assert time.monotonic() - started < TIMEOUT * 3
+
+
+@pytest.mark.anyio
 @pytest.mark.parametrize("name", ["anthropic", "gemini"])
 async def test_connection_refused_is_connection(name: str) -> None:
     async with opened(_provider(name, f"http://127.0.0.1:{free_port()}")) as provider:

@@ -1,4 +1,4 @@
-"""A fake Gemini API (``POST /v1beta/models/{model}:generateContent``) on 127.0.0.1, for the real ``google-genai`` SDK.
+"""A fake Gemini API (``POST /v1/models/{model}:generateContent``, or v1beta) on 127.0.0.1, for ``google-genai``.
 
 The key goes in the ``x-goog-api-key`` header or the ``key`` query parameter. As the real API does, a request without
 one gets 403 PERMISSION_DENIED and a wrong one 400 INVALID_ARGUMENT with an ``ErrorInfo`` detail whose reason is

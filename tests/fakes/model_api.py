@@ -6,7 +6,8 @@ A test scripts each request's outcome with one of
 * :class:`Error` (an HTTP error in the API's own error shape; ``retry_after``: the wait it asks for, its way),
 * :class:`Malformed` (a status and a raw body that is not what the API promises, e.g. truncated JSON),
 
-each optionally ``delay``-ed (seconds before the server answers: longer than the client's timeout makes a timeout).
+each optionally ``delay``-ed (seconds before the server answers: longer than the client's timeout makes a timeout);
+an :class:`Answer` can also ``trickle`` in (its body in ten chunks, this many seconds apart).
 ``fake.queue(outcome, ...)`` serves outcomes to the next requests in order; once the queue is empty every request
 gets ``fake.default`` (an :class:`Answer` unless changed). ``fake.requests`` lists what the API received, parsed into
 :class:`ModelRequest` (model, system, prompt, max tokens, the key sent, the raw HTTP request).
@@ -18,7 +19,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, TypeVar
 
 from tests.fakes.server import FakeServer, Reply, Request
@@ -35,6 +36,7 @@ class Answer:
     output_tokens: int = 17
     thoughts_tokens: int = 0  # Gemini's thinking tokens (``thoughtsTokenCount``, billed as output); Anthropic: unused
     delay: float = 0.0
+    trickle: float = 0.0  # seconds between the body's ten chunks (a reply that is slow in total, not silent)
 
 
 @dataclass(frozen=True)
@@ -133,7 +135,7 @@ class ScriptedModelAPI:
         if outcome.delay:
             time.sleep(outcome.delay)  # this request's thread only: other requests are answered meanwhile
         if isinstance(outcome, Answer):
-            return self._wire.answer(parsed, outcome)
+            return replace(self._wire.answer(parsed, outcome), trickle=outcome.trickle)
         if isinstance(outcome, Error):
             return self._wire.error(outcome)
         return Reply(outcome.status, outcome.body.encode(), {"Content-Type": "application/json"})
