@@ -12,7 +12,11 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-pytest_plugins = ("tests.store_pairs",)  # the lite/pg store fixtures of the SQLite-vs-Postgres tests
+pytest_plugins = (
+    "tests.store_pairs",  # the lite/pg store fixtures of the SQLite-vs-Postgres tests
+    "tests.fakes.anthropic_api",  # anthropic_api: a fake Messages API on 127.0.0.1
+    "tests.fakes.gemini_api",  # gemini_api: a fake generateContent API on 127.0.0.1
+)
 
 if TYPE_CHECKING:  # daemon_proc imports this module
     from tests.daemon_proc import DaemonProcess

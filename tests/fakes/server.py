@@ -36,6 +36,7 @@ class Reply:
     status: int = 200
     body: bytes | str | Any = b""
     headers: dict[str, str] = field(default_factory=dict)
+    trickle: float = 0.0  # seconds between the body's ten chunks: slow in total, never silent for long
 
     def encoded(self) -> tuple[bytes, str]:
         if isinstance(self.body, bytes):
@@ -80,7 +81,13 @@ class FakeServer:
                         if name.lower() != "content-type":
                             self.send_header(name, value)
                     self.end_headers()
-                    self.wfile.write(payload)
+                    if not reply.trickle:
+                        self.wfile.write(payload)
+                    step = max(1, -(-len(payload) // 10))
+                    for start in range(0, len(payload), step) if reply.trickle else ():
+                        self.wfile.write(payload[start : start + step])
+                        self.wfile.flush()
+                        time.sleep(reply.trickle)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (a timeout test)
 
@@ -103,7 +110,8 @@ class FakeServer:
             self.failures.extend(Reply(status, body, dict(headers)) for _ in range(count))
 
     def start(self) -> None:
-        threading.Thread(target=self._httpd.serve_forever, name="fake-http", daemon=True).start()
+        # A short poll interval: stop() waits for the serve loop to notice, 0.5 s by default (per test, per fake)
+        threading.Thread(target=self._httpd.serve_forever, args=(0.05,), name="fake-http", daemon=True).start()
 
     def stop(self) -> None:
         self._httpd.shutdown()
