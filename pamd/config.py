@@ -153,7 +153,7 @@ class AIProviderSection(_Section):
 
 
 class AnthropicSection(AIProviderSection):
-    model: str = "claude-sonnet-4-5"
+    model: str = "claude-sonnet-5-5"
     tier: Tier = "analysis"
     key_env: str = "ANTHROPIC_API_KEY"
     input_usd_per_mtok: float = 3.0
@@ -161,7 +161,7 @@ class AnthropicSection(AIProviderSection):
 
 
 class GeminiSection(AIProviderSection):
-    model: str = "gemini-2.5-flash"
+    model: str = "gemini-3.5-flash"
     tier: Tier = "fast"
     key_env: str = "GEMINI_API_KEY"
     input_usd_per_mtok: float = 0.30

@@ -21,6 +21,7 @@ import anyio
 import anyio.abc
 
 from pamd import __version__, http
+from pamd.ai.setup import build_phraser
 from pamd.alerts.release import deliver_in_background
 from pamd.alerts.split_book import RedisStateBook, open_alert_book
 from pamd.assemble import Assembly, assemble
@@ -150,7 +151,7 @@ class Daemon:
         for sink in assembly.sinks.values():
             sink.bind_store(self.store)
         pipeline = AlertPipeline(assembly.sinks, self.metrics, book=self.book, settings=assembly.config.alerts,
-                                 outbox=self.store)
+                                 outbox=self.store, phraser=build_phraser(assembly.config, self.metrics))
         providers = ProviderHub(assembly.config.providers, self.metrics)
         runner = Runner(assembly.jobs, pipeline, self.metrics, self.coordinator, self.store,
                         assembly.config.daemon.max_concurrent_ticks, providers=providers, keep_decisions=False)

@@ -48,7 +48,7 @@ class AlertPipeline:
         phraser: Phraser | None = None,
     ) -> None:
         self.sinks = sinks
-        self.phraser = phraser if phraser is not None and phraser.active else None
+        self.phraser = phraser  # rewrites accepted alerts' text when a provider key is set (pamd.ai)
         self.metrics = metrics
         self.book = book if isinstance(book, AlertBook) else None
         self.deliverer = Deliverer(sinks, metrics, outbox if outbox is not None else book)
@@ -117,7 +117,7 @@ class AlertPipeline:
     ) -> None:
         """Store one batch's decisions (forgetting resolved conditions if ``sweep``), then deliver what they let
         through."""
-        if self.phraser is not None:
+        if self.phraser is not None and self.phraser.active:
             # Only accepted alerts cost a request; they are phrased before they are stored, so what the outbox
             # delivers later (a retry, a restart, a release after quiet hours) is the same text.
             await self.phraser.phrase_all([d.alert for d in decided if d.accepted])
@@ -186,6 +186,8 @@ class AlertPipeline:
         return released
 
     async def aclose(self) -> None:
+        if self.phraser is not None:
+            await self.phraser.aclose()
         for sink in self.sinks.values():
             try:
                 await sink.aclose()

@@ -85,11 +85,11 @@ async def test_the_tier_picks_the_provider_and_the_reply_replaces_the_rule_text(
     claude, gemini = Scripted("anthropic"), Scripted("gemini")
     p, m = phraser(claude, gemini)
     budget, fuel = alert("budget"), alert("fuel", "fp2")
-    assert (await p.phrase([budget]))[0] == "anthropic/claude-sonnet-4-5"
-    assert (await p.phrase([fuel]))[0] == "gemini/gemini-2.5-flash"
-    assert (claude.calls, gemini.calls) == (["claude-sonnet-4-5"], ["gemini-2.5-flash"])
+    assert (await p.phrase([budget]))[0] == "anthropic/claude-sonnet-5-5"
+    assert (await p.phrase([fuel]))[0] == "gemini/gemini-3.5-flash"
+    assert (claude.calls, gemini.calls) == (["claude-sonnet-5-5"], ["gemini-3.5-flash"])
     assert budget.title == "Budget at 85%" and budget.actions == [{"action": "view_budget", "label": "View budget"}]
-    assert count(m, "pamd_ai_requests_total", provider="anthropic", model="claude-sonnet-4-5", outcome="success") == 1
+    assert count(m, "pamd_ai_requests_total", provider="anthropic", model="claude-sonnet-5-5", outcome="success") == 1
     assert count(m, "pamd_ai_tokens_total", provider="anthropic", kind="input") == 1000
     assert count(m, "pamd_ai_cost_usd_total", provider="anthropic") == pytest.approx((1000 * 3 + 100 * 15) / 1e6)
     assert count(m, "pamd_ai_cost_usd_total", provider="gemini") == pytest.approx((1000 * 0.3 + 100 * 2.5) / 1e6)
@@ -106,7 +106,7 @@ async def test_fallback_chain_to_the_other_provider_then_to_the_rule_text() -> N
     assert count(m, "pamd_ai_fallbacks_total", reason="server_error") == 1
     second = alert(fingerprint="fp2")
     claude.script.append(ProviderError("timeout", "slow"))
-    assert (await p.phrase([second]))[0] == "gemini/gemini-2.5-flash"
+    assert (await p.phrase([second]))[0] == "gemini/gemini-3.5-flash"
     assert second.title == "Budget at 85%"
 
 
@@ -134,7 +134,7 @@ async def test_the_daily_cap_switches_to_rule_text_mid_day_until_the_next_day(tm
                 now=lambda: day[0])
     outcomes = [(await p.phrase([alert(fingerprint=f"f{i}")]))[0] for i in range(8)]
     spent = p.ledger.spent_usd
-    assert outcomes[:4] == ["anthropic/claude-sonnet-4-5"] * 4 and set(outcomes[4:]) == {"rule:budget"}
+    assert outcomes[:4] == ["anthropic/claude-sonnet-5-5"] * 4 and set(outcomes[4:]) == {"rule:budget"}
     assert spent <= 0.02 and len(claude.calls) == 4
     p.ledger.flush()
     # a restart the same day does not reopen the budget
@@ -143,7 +143,7 @@ async def test_the_daily_cap_switches_to_rule_text_mid_day_until_the_next_day(tm
     assert again.ledger.spent_usd == pytest.approx(spent)
     assert (await again.phrase([alert(fingerprint="g")]))[0] == "rule:budget"
     day[0] += timedelta(days=1)
-    assert (await again.phrase([alert(fingerprint="h")]))[0] == "anthropic/claude-sonnet-4-5"
+    assert (await again.phrase([alert(fingerprint="h")]))[0] == "anthropic/claude-sonnet-5-5"
 
 
 async def test_the_cache_makes_repeats_free_but_new_facts_ask_again() -> None:
@@ -165,7 +165,7 @@ async def test_a_hallucinated_number_is_discarded_for_the_rule_text() -> None:
     a = alert()
     assert (await p.phrase([a]))[0] == "rule:ungrounded"
     assert a.title == "Rule title" and a.body == "Rule body."
-    assert count(m, "pamd_ai_requests_total", provider="anthropic", model="claude-sonnet-4-5",
+    assert count(m, "pamd_ai_requests_total", provider="anthropic", model="claude-sonnet-5-5",
                  outcome="rejected") == 1
     assert count(m, "pamd_ai_fallbacks_total", reason="ungrounded") == 1
     assert (await p.phrase([alert()]))[0] != "cache"  # a rejected reply is not cached
@@ -179,7 +179,7 @@ async def test_a_short_retry_after_is_honoured_once_a_long_one_falls_back() -> N
     assert len(claude.calls) == 2 and not gemini.calls
     claude.script.append(ProviderError("rate_limited", "slow down", status=429, retry_after=30.0))
     assert ((await p.phrase([alert(fingerprint="x")]))[0]).startswith("gemini/")
-    assert count(m, "pamd_ai_requests_total", provider="anthropic", model="claude-sonnet-4-5",
+    assert count(m, "pamd_ai_requests_total", provider="anthropic", model="claude-sonnet-5-5",
                  outcome="rate_limited") == 2
 
 
@@ -211,8 +211,8 @@ async def test_a_tick_s_alerts_go_in_batches_and_a_bad_entry_costs_only_its_aler
     assert len(claude.calls) == 3  # 5 + 5 + 2
     assert [a.title == "Budget at 85%" for a in alerts] == [True] * 7 + [False] + [True] * 4
     assert count(m, "pamd_ai_fallbacks_total", reason="ungrounded") == 1
-    assert count(m, "pamd_ai_requests_total", provider="anthropic", model="claude-sonnet-4-5", outcome="success") == 2
-    assert count(m, "pamd_ai_requests_total", provider="anthropic", model="claude-sonnet-4-5",
+    assert count(m, "pamd_ai_requests_total", provider="anthropic", model="claude-sonnet-5-5", outcome="success") == 2
+    assert count(m, "pamd_ai_requests_total", provider="anthropic", model="claude-sonnet-5-5",
                  outcome="rejected") == 1
 
 

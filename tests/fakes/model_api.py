@@ -59,7 +59,32 @@ class Malformed:
     delay: float = 0.0
 
 
-Outcome = Answer | Error | Malformed
+@dataclass(frozen=True)
+class Compose:
+    """A faithful reply written from the request itself, like a model that follows pamd's instructions: for each
+    alert of the prompt, a title from its kind and a body stating its first numeric fact; token counts estimated from
+    the text (about four characters a token), so costs computed from them are realistic."""
+
+    delay: float = 0.0
+
+    def answer(self, request: ModelRequest) -> Answer:
+        import json
+
+        alerts = json.loads(request.prompt)["alerts"]
+        entries = []
+        for alert in alerts:
+            numbers = [(k, v) for k, v in alert["facts"].items() if isinstance(v, int | float)
+                       and not isinstance(v, bool)]
+            said = f"{numbers[0][0].replace('_', ' ')} is {numbers[0][1]:g}" if numbers else "it needs a look"
+            entries.append({"n": alert["n"], "title": alert["kind"].replace("_", " ").capitalize(),
+                            "body": f"Heads up: {said}. Please check the app.", "actions": [{"index": 0}]
+                            if alert["actions"] else []})
+        text = json.dumps({"alerts": entries})
+        return Answer(text, input_tokens=(len(request.system) + len(request.prompt)) // 4,
+                      output_tokens=len(text) // 4, delay=self.delay)
+
+
+Outcome = Answer | Error | Malformed | Compose
 
 
 @dataclass(frozen=True)
@@ -132,6 +157,8 @@ class ScriptedModelAPI:
         with self._lock:
             self.requests.append(parsed)
             outcome = self._queue.pop(0) if self._queue else self.default
+        if isinstance(outcome, Compose):
+            outcome = outcome.answer(parsed)
         if outcome.delay:
             time.sleep(outcome.delay)  # this request's thread only: other requests are answered meanwhile
         if isinstance(outcome, Answer):
