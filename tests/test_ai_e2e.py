@@ -210,7 +210,8 @@ def test_without_keys_no_sdk_is_imported_and_trigger_says_ai_is_off(tmp_path: Pa
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path,
                          env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
     assert out.stdout.strip() == "[]"
-    run = subprocess.run([sys.executable, "-m", "pamd", "trigger", "budget", "--dry-run"], capture_output=True,
+    run = subprocess.run([sys.executable, "-m", "pamd", "trigger", "budget", "--dry-run"], check=False,
+                         capture_output=True,
                          text=True, cwd=tmp_path, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)})
     assert "AI phrasing: off" in run.stderr, run.stderr
 
@@ -221,7 +222,8 @@ def test_a_dry_run_with_a_key_shows_the_prompt_and_its_cost_and_sends_nothing(
         f'[ai.anthropic]\nbase_url = "{anthropic_api.url}"\n[ai.gemini]\nbase_url = "{gemini_api.url}"\n'
         '[providers.places]\nenabled = false\n')
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), **keys(anthropic_api, gemini_api)}
-    run = subprocess.run([sys.executable, "-m", "pamd", "trigger", "budget", "--dry-run"], capture_output=True,
+    run = subprocess.run([sys.executable, "-m", "pamd", "trigger", "budget", "--dry-run"], check=False,
+                         capture_output=True,
                          text=True, cwd=tmp_path, env=env)
     assert run.returncode == 0, run.stderr
     assert "AI: anthropic claude-sonnet-5-5, ~" in run.stderr and '    prompt: {"alerts":[{"n":0,' in run.stderr
