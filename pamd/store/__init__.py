@@ -6,15 +6,18 @@ from pamd.store.base import Store
 
 __all__ = ["Store", "open_store", "prepare_store"]
 
-SUPPORTED_SCHEMES = ("sqlite", "postgresql", "postgres")
+SUPPORTED_SCHEMES = ("sqlite", "postgresql", "postgres", "supabase+https", "supabase+http")
 
 
 def open_store(url: str) -> Store:
     """Build the store for ``url`` (``[store] url``). Nothing is opened until first use.
 
     Supported: ``sqlite:///relative.db``, ``sqlite:////absolute.db``, and ``postgresql://user@host:5432/db`` (or
-    ``postgres://``; see :mod:`pamd.store.pg_base` for its parameters, e.g. ``?pgbouncer=true``). Raises
-    :class:`ValueError` for any other scheme. asyncpg is imported only for a Postgres URL.
+    ``postgres://``; see :mod:`pamd.store.pg_base` for its parameters, e.g. ``?pgbouncer=true``), and
+    ``supabase+https://<project>.supabase.co`` (the Supabase REST API, key from the environment; see
+    :mod:`pamd.store.supabase_client`; ``[store] url = "supabase"`` with ``supabase_url`` builds it). Raises
+    :class:`ValueError` for any other scheme. asyncpg is imported only for a Postgres URL, the Supabase client
+    (postgrest) only for a Supabase one.
     """
     scheme = url.split(":", 1)[0].lower() if ":" in url else url
     if scheme == "sqlite":
@@ -25,6 +28,12 @@ def open_store(url: str) -> Store:
         from pamd.store.pg import PostgresStore
 
         return PostgresStore(url)
+    if scheme in ("supabase+https", "supabase+http"):
+        from pamd.store.supabase import SupabaseStore
+
+        return SupabaseStore(url)
+    if scheme == "supabase":
+        raise ValueError('store url "supabase" needs [store] supabase_url (e.g. https://<project>.supabase.co)')
     raise ValueError(f"unsupported store url scheme {scheme!r} (supported: {', '.join(SUPPORTED_SCHEMES)})")
 
 
