@@ -29,6 +29,7 @@ from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from pamd.alerts.book import FencedError
 from pamd.backoff import backoff
+from pamd.store.base import StoreError
 
 if TYPE_CHECKING:
     from postgrest import APIResponse, AsyncPostgrestClient
@@ -45,7 +46,7 @@ _AUTH = frozenset({"PGRST300", "PGRST301", "PGRST302", "PGRST303", "401", "403",
 _SCHEMA = frozenset({"PGRST202", "PGRST205", "42P01", "42883"})
 
 
-class SupabaseError(RuntimeError):
+class SupabaseError(StoreError):
     """An error answered by PostgREST (its JSON ``code``, ``message``, ``details``, ``hint``), or a transport
     error that retries did not overcome."""
 
