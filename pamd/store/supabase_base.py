@@ -121,7 +121,7 @@ class SupabaseBase(PostgresBase):
 
     async def _get_pool(self) -> Any:
         """The RPC connection (the Postgres modules' ``pool.fetch`` calls land here)."""
-        self.rest._get()  # raises if closed or without a key
+        self.rest.client()  # raises if closed or without a key
         return self._conn
 
     async def _call(self, func: Callable[..., Awaitable[T]], *args: Any) -> T:

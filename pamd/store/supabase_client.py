@@ -111,7 +111,8 @@ class SupabaseRest:
         self._client: AsyncPostgrestClient | None = None
         self._closed = False
 
-    def _get(self) -> AsyncPostgrestClient:
+    def client(self) -> AsyncPostgrestClient:
+        """The PostgREST client, made on first use (raises if closed or without a key)."""
         if self._closed:
             raise RuntimeError(f"the Supabase store at {self.base} is closed")
         if self._client is None:
@@ -147,7 +148,7 @@ class SupabaseRest:
         while True:
             attempt += 1
             try:
-                request: Awaitable[APIResponse] = build(self._get()).execute()
+                request: Awaitable[APIResponse] = build(self.client()).execute()
                 return await request
             except APIError as err:
                 if not _transient(err.code, idempotent) or attempt > self.retries:
