@@ -22,7 +22,7 @@ import pytest
 
 from pamd import cli
 from pamd.config import ConfigError, load_config
-from pamd.store import open_store
+from pamd.store import open_store, prepare_store
 from pamd.store.supabase import SupabaseStore
 from pamd.store.supabase_client import (
     DEFAULT_KEY_ENV,
@@ -198,6 +198,15 @@ async def test_add_rows_converts_and_handles_conflicts(supabase: SupabaseStore) 
         await supabase.add_rows("fuel_log", [{"id": "f3", "user_id": "u1", "logged_at": "yesterday"}])
     many = [{"id": f"m{n:04d}", "user_id": "u1", "volume_l": float(n)} for n in range(1234)]  # three requests
     assert await supabase.add_rows("fuel_log", many) == 1234
+
+
+async def test_a_daemon_start_seeds_an_empty_project(postgrest: FakePostgrest) -> None:
+    store = await prepare_store(f"supabase+{postgrest.url}", seed_demo=True)
+    try:
+        assert isinstance(store, SupabaseStore) and not await store.is_empty()
+        assert [b async for b in store.iter_fuel_inputs(500, "demo-u01")] != []
+    finally:
+        await store.aclose()
 
 
 # -- what goes wrong over REST ----------------------------------------------------------------------------------------

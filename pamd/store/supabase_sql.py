@@ -39,8 +39,9 @@ PROFILE_WHERE = "($1::text IS NULL OR id > $1::text) AND ($2::text IS NULL OR id
 
 
 class Statement(msgspec.Struct, frozen=True):
-    """A read statement of the Postgres store wrapped as ``pamd_q_<name>``: its ``$n`` parameter types (SQL type
-    names) and its result columns as ``(name, type code)`` (see :data:`DECODERS`)."""
+    """A read statement of the Postgres store wrapped as ``pamd_q_<name>``: its ``$n`` parameter types (the names
+    Postgres infers for them, e.g. ``int8`` for a LIMIT) and its result columns as ``(name, type code)`` (see
+    :data:`DECODERS`)."""
 
     name: str
     sql: str
@@ -84,27 +85,27 @@ _INACTIVE = pg_base._INACTIVE_SQL
 
 _STATEMENTS = (
     # pamd.store.pg_base: a page of monitored profiles.
-    Statement("profiles", pg_base._PROFILES_SQL.format(where=PROFILE_WHERE, limit="$3"), ("text", "text", "int"),
+    Statement("profiles", pg_base._PROFILES_SQL.format(where=PROFILE_WHERE, limit="$3"), ("text", "text", "int8"),
               _cols(f"{_PROFILE_COLS} vehicle_type:t max_driving_hours:f")),
     # pamd.store.pg: the column types add_rows converts values to.
     Statement("column_types", "SELECT column_name, udt_name FROM information_schema.columns "
-              "WHERE table_schema = current_schema() AND table_name = $1", ("text",),
+              "WHERE table_schema = current_schema() AND table_name = $1", ("name",),
               _cols("column_name:t udt_name:t")),
     # pamd.store.pg_fuel
     Statement("fuel_page", pg_fuel._PAGE_SQL.format(where=PROFILE_WHERE, inactive=3, limit=4, since=5),
-              ("text", "text", "text[]", "int", "timestamptz"),
+              ("text", "text", "text[]", "int8", "timestamptz"),
               _cols(f"{_PROFILE_COLS} vehicle_type:t v_id:t v_name:t v_type:t v_fuel:t v_capacity:f "
                     "v_consumption:f v_odometer:f recorded_at:ts lat:f lon:f")),
-    Statement("fuel_fills", pg_fuel._FILLS_SQL, ("text[]", "text[]", "int"),
+    Statement("fuel_fills", pg_fuel._FILLS_SQL, ("text[]", "text[]", "int8"),
               _cols("id:t user_id:t vehicle_id:t logged_at:ts volume_l:f total_cost:f odometer_km:f "
                     "is_full_tank:b lat:f lon:f")),
     # pamd.store.pg_budget
     Statement("budget_page", pg_budget._PAGE_SQL.format(where=PROFILE_WHERE, inactive=3, limit=4),
-              ("text", "text", "text[]", "int"),
+              ("text", "text", "text[]", "int8"),
               _cols(f"{_PROFILE_COLS} b_id:t category:t amount:f period:t start_date:d end_date:d")),
-    Statement("budget_spend", pg_budget._SPEND_SQL, ("int[]", "text[]", "date[]", "date[]", "date[]", "text[]"),
+    Statement("budget_spend", pg_budget._SPEND_SQL, ("int4[]", "text[]", "date[]", "date[]", "date[]", "text[]"),
               _cols("k:i label:t total:f good:i rows:i")),
-    Statement("budget_bad", pg_budget._BAD_SQL, ("int[]", "text[]", "date[]", "date[]", "date[]", "text[]"),
+    Statement("budget_bad", pg_budget._BAD_SQL, ("int4[]", "text[]", "date[]", "date[]", "date[]", "text[]"),
               _cols("id:t amount:f date:d today:d")),
     Statement("budget_undated", pg_budget._UNDATED_SQL, ("text[]",), _cols("id:t")),
     # pamd.store.pg_weather
@@ -112,12 +113,12 @@ _STATEMENTS = (
               _cols("id:t user_id:t origin:t destination:t dest_lat:f dest_lon:f start_date:d end_date:d "
                     "flex_days:i")),
     # pamd.store.pg_maintenance
-    Statement("maintenance_records", pg_maintenance._RECORDS_SQL, ("text[]", "int"),
+    Statement("maintenance_records", pg_maintenance._RECORDS_SQL, ("text[]", "int8"),
               _cols("id:t user_id:t vehicle_id:t task:t date:d odometer_km:f cost:f next_due_date:d "
                     "next_due_odometer_km:f")),
     Statement("maintenance_vehicles", pg_maintenance._VEHICLES_SQL, ("text[]",),
               _cols("id:t user_id:t name:t vehicle_type:t odometer_km:f is_primary:b")),
-    Statement("maintenance_fills", pg_maintenance._FILLS_SQL, ("text[]", "int"),
+    Statement("maintenance_fills", pg_maintenance._FILLS_SQL, ("text[]", "int8"),
               _cols("id:t user_id:t vehicle_id:t logged_at:ts odometer_km:f lat:f lon:f")),
     Statement("maintenance_locations", pg_maintenance._LOCATIONS_SQL, ("text[]", "timestamptz"),
               _cols("user_id:t recorded_at:ts lat:f lon:f")),
@@ -141,19 +142,19 @@ _STATEMENTS = (
               "epoch FROM pam_alert_state WHERE fingerprint = ANY($1::text[])", ("text[]",),
               _cols("fingerprint:t user_id:t monitor:t kind:t priority:t last_alert_id:t last_sent_at:ts epoch:i")),
     Statement("held_alerts", f"SELECT {_A} FROM pam_alerts AS a WHERE a.state = 'held' AND a.deliver_after <= $1 "
-              "ORDER BY a.deliver_after, a.id LIMIT $2", ("timestamptz", "int"), _cols(_ALERT_COLS)),
+              "ORDER BY a.deliver_after, a.id LIMIT $2", ("timestamptz", "int8"), _cols(_ALERT_COLS)),
     Statement("queued_users", "SELECT DISTINCT sink, user_id FROM pam_deliveries WHERE state = 'pending' AND "
               "sink = ANY($1::text[]) AND user_id = ANY($2::text[])", ("text[]", "text[]"),
               _cols("sink:t user_id:t")),
-    Statement("due_heads", pg_alerts._DUE_HEADS, ("timestamptz", "int"), _cols("sink:t user_id:t head:t")),
+    Statement("due_heads", pg_alerts._DUE_HEADS, ("timestamptz", "int8"), _cols("sink:t user_id:t head:t")),
     Statement("delivery_queue", f"SELECT {pg_alerts._DELIVERY_COLUMNS} FROM pam_deliveries WHERE state = 'pending' "
-              "AND sink = $1 AND user_id = $2 ORDER BY alert_id LIMIT $3", ("text", "text", "int"),
+              "AND sink = $1 AND user_id = $2 ORDER BY alert_id LIMIT $3", ("text", "text", "int8"),
               _cols(_DELIVERY_COLS)),
     Statement("alerts_by_id", f"SELECT {_A} FROM pam_alerts AS a WHERE a.id = ANY($1::text[])", ("text[]",),
               _cols(_ALERT_COLS)),
     Statement("stuck_alerts", f"SELECT {_A} FROM pam_alerts AS a WHERE a.state = 'pending' AND a.created_at < $1 "
               "AND NOT EXISTS (SELECT 1 FROM pam_deliveries AS d WHERE d.alert_id = a.id) "
-              "ORDER BY a.created_at, a.id LIMIT $2", ("timestamptz", "int"), _cols(_ALERT_COLS)),
+              "ORDER BY a.created_at, a.id LIMIT $2", ("timestamptz", "int8"), _cols(_ALERT_COLS)),
     Statement("outbox_size", "SELECT COUNT(*) FROM pam_alerts WHERE state = 'pending'", (), _cols("n:i")),
 )
 
@@ -226,4 +227,5 @@ def install_sql() -> str:
     return (f"-- pamd {SCHEMA_VERSION}: the schema and functions of the Supabase store. Run once (again after an "
             "upgrade) in the\n-- Supabase SQL editor, or: pamd db sql | psql \"$DATABASE_URL\"\nBEGIN;\n\n"
             f"{tables}\nINSERT INTO pamd_migrations (version, applied_at) VALUES (1, now()) ON CONFLICT DO NOTHING;\n"
-            f"{rls}\n\n{body}\nCOMMIT;\n")
+            f"{rls}\n\n{body}\nCOMMIT;\n"
+            "-- PostgREST serves only what its schema cache knows: have it reload now.\nNOTIFY pgrst, 'reload schema';\n")
