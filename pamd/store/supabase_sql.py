@@ -228,4 +228,5 @@ def install_sql() -> str:
             "upgrade) in the\n-- Supabase SQL editor, or: pamd db sql | psql \"$DATABASE_URL\"\nBEGIN;\n\n"
             f"{tables}\nINSERT INTO pamd_migrations (version, applied_at) VALUES (1, now()) ON CONFLICT DO NOTHING;\n"
             f"{rls}\n\n{body}\nCOMMIT;\n"
-            "-- PostgREST serves only what its schema cache knows: have it reload now.\nNOTIFY pgrst, 'reload schema';\n")
+            "-- PostgREST serves only what its schema cache knows: have it reload now.\n"
+            "NOTIFY pgrst, 'reload schema';\n")
