@@ -14,7 +14,8 @@ against what Postgres infers for each statement.
 
 The writes that must be atomic are hand-written PL/pgSQL functions in ``schema_supabase.sql``. :func:`install_sql`
 renders everything an operator runs once in the Supabase SQL editor (or pipes into psql): the tables
-(``schema_pg.sql``), the functions, the grants and :func:`version <install_sql>` function that ``migrate()`` checks.
+(``schema_pg.sql``), the functions, their grants, and ``pamd_supabase_version()`` (:data:`SCHEMA_VERSION` and a
+:func:`digest` of the functions), which ``migrate()`` checks.
 """
 
 from __future__ import annotations
@@ -81,7 +82,6 @@ _ALERT_COLS = "id:t user_id:t monitor:t kind:t priority:t title:t body:t facts:t
 _DELIVERY_COLS = "alert_id:t sink:t user_id:t state:t attempts:i next_attempt_at:ts last_error:t"
 _PROFILE_COLS = "id:t full_name:t timezone:t preferred_units:t currency:t"
 _A = pg_alerts._ALERT_COLUMNS
-_INACTIVE = pg_base._INACTIVE_SQL
 
 _STATEMENTS = (
     # pamd.store.pg_base: a page of monitored profiles.
@@ -160,14 +160,15 @@ _STATEMENTS = (
 
 STATEMENTS: dict[str, Statement] = {s.sql: s for s in _STATEMENTS}
 """Statement text (exactly as the Postgres store formats it) -> its function."""
-assert len(STATEMENTS) == len(_STATEMENTS), "two statements with the same text"
-assert _INACTIVE in pg_base._PROFILES_SQL  # the inactive statuses are inlined in the profile statement
+if len(STATEMENTS) != len(_STATEMENTS):
+    raise RuntimeError("two Supabase statements have the same text")
 
 
 def _function(s: Statement) -> str:
     params = ", ".join(f"p{n} {kind}" for n, kind in enumerate(s.params, start=1))
     names = ", ".join(f"c{n}" for n in range(len(s.columns)))
-    # ORDER BY ordinality keeps the statement's own row order in the array.
+    # row_number() numbers the rows as the statement returns them (the window has no order of its own), and
+    # json_agg(... ORDER BY it) keeps that order in the array: the statement's ORDER BY holds over REST too.
     return (f"CREATE OR REPLACE FUNCTION {s.function}({params}) RETURNS json LANGUAGE sql STABLE AS $pamd$\n"
             f"SELECT COALESCE(json_agg(json_build_array({names}) ORDER BY q.n), '[]'::json)\n"
             f"FROM (SELECT row_number() OVER () AS n, s.* FROM (\n{s.sql.strip()}\n) AS s({names})) AS q\n"
@@ -179,7 +180,8 @@ def _signature(s: Statement) -> str:
 
 
 def functions_sql() -> str:
-    """The functions (generated reads, hand-written writes) and their grants, without the version function."""
+    """The functions (generated reads, hand-written writes, the version function with ``%DIGEST%`` in place of its
+    digest) and their grants."""
     writes = resources.files("pamd.store").joinpath("schema_supabase.sql").read_text(encoding="utf-8")
     reads = "\n".join(_function(s) for s in _STATEMENTS)
     signatures = [_signature(s) for s in _STATEMENTS] + WRITE_FUNCTIONS
