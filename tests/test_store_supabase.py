@@ -300,6 +300,23 @@ async def test_a_write_that_may_have_run_is_not_retried(supabase: SupabaseStore,
     assert len(postgrest.server.requests) == before + 1
 
 
+async def test_a_timeout_is_retried_for_reads_only(supabase: SupabaseStore, postgrest: FakePostgrest) -> None:
+    slow = SupabaseStore(supabase.url, timeout=0.3, retries=1, retry_base=0.01)
+    postgrest.server.delay = 0.6  # the answer comes after the work is done
+    try:
+        before = len(postgrest.server.requests)
+        with pytest.raises(SupabaseUnavailableError, match="no answer"):
+            await slow.outbox_size()
+        assert len(postgrest.server.requests) == before + 2
+        with pytest.raises(SupabaseUnavailableError, match="no answer"):
+            await slow.record_decisions("fuel", [], NOW, epoch=3)
+        assert len(postgrest.server.requests) == before + 3
+    finally:
+        postgrest.server.delay = 0.0
+        await slow.aclose()
+    assert await rows(supabase, "SELECT epoch FROM pamd_fence") == [(3,)]  # it did commit: why it is not retried
+
+
 async def test_an_unreachable_server_is_retried_then_reported(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(DEFAULT_KEY_ENV, KEY)
     store = SupabaseStore("supabase+http://127.0.0.1:9", retries=2, retry_base=0.01)

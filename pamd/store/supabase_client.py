@@ -12,10 +12,11 @@ Requests go through postgrest-py (``AsyncPostgrestClient``, the client the ``sup
 
 * any call, when the request cannot have run: the connection failed, or PostgREST answered that it could not reach
   the database or its schema cache is not loaded yet (``PGRST000``-``PGRST003``, 503/504);
-* reads also on a broken connection mid-request and on 502/503/504/520 from a proxy (a read can run twice).
+* reads also on a broken connection or a timeout mid-request and on 502/503/504/520 from a proxy (a read can run
+  twice).
 
-A write whose connection broke after sending is not retried (it may have committed); the error is raised, as the
-Postgres store raises a lost connection.
+A write whose connection broke or timed out after sending is not retried (it may have committed); the error is
+raised, as the Postgres store raises a lost connection.
 """
 
 from __future__ import annotations
@@ -154,13 +155,13 @@ class SupabaseRest:
                 if not _transient(err.code, idempotent) or attempt > self.retries:
                     raise self._error(what, err) from None
                 reason = f"{err.code} {err.message}"
-            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as err:
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as err:  # nothing was sent
                 if attempt > self.retries:
                     raise SupabaseUnavailableError(f"{what}: cannot reach {self.base}: {err!r}") from err
                 reason = repr(err)
-            except (httpx.ReadError, httpx.RemoteProtocolError, httpx.ReadTimeout) as err:
+            except httpx.TransportError as err:  # sent, perhaps run: a broken connection, a timeout
                 if not idempotent or attempt > self.retries:
-                    raise SupabaseUnavailableError(f"{what}: {self.base} broke the connection: {err!r}") from err
+                    raise SupabaseUnavailableError(f"{what}: no answer from {self.base}: {err!r}") from err
                 reason = repr(err)
             delay = backoff(attempt, self.retry_base, 5.0)
             log.warning("%s failed (%s); retrying in %.2fs (attempt %d of %d)", what, reason, delay, attempt + 1,
