@@ -16,7 +16,7 @@ from pamd.assemble import assemble
 from pamd.config import ConfigError, effective_config, find_config_path, load_config, redact
 from pamd.daemon import StartupError
 from pamd.http import ListenError
-from pamd.store.base import Store
+from pamd.store.base import Store, StoreError
 
 T = TypeVar("T")
 EX_CONFIG = 78  # sysexits.h: configuration error; the unit file does not restart on it
@@ -34,7 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"pamd: config error: {exc}", file=sys.stderr)
         return EX_CONFIG
-    except (ListenError, StartupError) as exc:
+    except (ListenError, StartupError, StoreError) as exc:
         print(f"pamd: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
@@ -83,6 +83,9 @@ def _parser() -> argparse.ArgumentParser:
     command("config show", _config_show, "Print the effective config (defaults and env applied, secrets redacted).")
     command("demo seed", _demo_seed, "Insert the demo users into the configured store (idempotent).")
     command("db migrate", _db_migrate, "Create or update the store's tables (idempotent).")
+    command("db sql", _db_sql, "Print the SQL that installs pamd's tables and functions on a Supabase project (run it "
+            "in the Supabase SQL editor, or pipe it into psql; idempotent): the Supabase store cannot create them "
+            "over REST.")
     return parser
 
 
@@ -190,6 +193,13 @@ def _with_store(args: argparse.Namespace, action: Callable[[Store], Awaitable[T]
 def _demo_seed(args: argparse.Namespace) -> int:
     count, url = _with_store(args, lambda store: store.seed_demo(datetime.now(UTC)))
     print(f"seeded {count} demo rows into {url}")
+    return 0
+
+
+def _db_sql(args: argparse.Namespace) -> int:
+    from pamd.store.supabase_sql import install_sql
+
+    sys.stdout.write(install_sql())
     return 0
 
 

@@ -60,13 +60,15 @@ class TableSection(_Section):
 
 
 class StoreSection(_Section):
-    url: str = ""
+    url: str = ""  # sqlite:///..., postgresql://..., or "supabase" (then supabase_url)
     seed_demo: bool = True
     tables: dict[str, TableSection] = msgspec.field(default_factory=dict)
 
     def table_maps(self) -> dict[str, TableMap]:
         """``tables`` as the store takes them."""
         return {name: TableMap(t.name, dict(t.columns)) for name, t in self.tables.items()}
+    supabase_url: str = ""  # https://<project>.supabase.co: the Supabase store, over its REST API
+    supabase_key_env: str = "SUPABASE_SERVICE_ROLE_KEY"  # the variable holding the service-role key (never config)
 
 
 class CoordinationSection(_Section):
@@ -223,6 +225,12 @@ class Config(_Section, dict=True):
 
     @property
     def store_url(self) -> str:
+        """``[store] url``; with ``supabase_url`` the Supabase store's ``supabase+https://...`` URL (see
+        :mod:`pamd.store.supabase_client`); without either the embedded SQLite file in the state dir."""
+        if self.store.supabase_url:
+            from pamd.store.supabase_client import store_url
+
+            return store_url(self.store.supabase_url, self.store.supabase_key_env)
         return self.store.url or f"sqlite:///{self.state_dir / 'pamd.db'}"
 
 
@@ -260,6 +268,7 @@ def load_config(path: Path | None, environ: Mapping[str, str] = os.environ) -> C
     _check_listen(config, locator)
     _check_alert_state(config, locator)
     _check_store_tables(config, locator)
+    _check_store(config, locator)
     return config
 
 
@@ -327,6 +336,24 @@ def _check_store_tables(config: Config, locator: KeyLocator) -> None:
     if not config.store_url.startswith(("postgresql:", "postgres:")):
         raise ConfigError(locator.located(("store", "tables"), "column mapping is for an existing Postgres schema: "
                                           "set [store] url to postgresql://..."))
+_SUPABASE_URL = re.compile(r"^https?://[^/?#@\s]+(/[^?#\s]*)?$")
+
+
+def _check_store(config: Config, locator: KeyLocator) -> None:
+    store = config.store
+    if store.supabase_url:
+        if store.url not in ("", "supabase"):
+            raise ConfigError(locator.located(("store", "url"), f"{store.url!r} conflicts with [store] supabase_url: "
+                                              'set url = "supabase" (or leave it out) to use Supabase'))
+        if not _SUPABASE_URL.match(store.supabase_url.strip()):
+            raise ConfigError(locator.located(("store", "supabase_url"), "expected the project URL, e.g. "
+                                              f"https://<project>.supabase.co, got {store.supabase_url!r}"))
+        if not store.supabase_key_env.isidentifier():
+            raise ConfigError(locator.located(("store", "supabase_key_env"), "expected an environment variable "
+                                              f"name, got {store.supabase_key_env!r}"))
+    elif store.url == "supabase":
+        raise ConfigError(locator.located(("store", "url"), '"supabase" needs [store] supabase_url (the project URL, '
+                                          "e.g. https://<project>.supabase.co)"))
 
 
 _SECRET_KEY = re.compile(r"(password|secret|token|api_key|apikey|key)$", re.IGNORECASE)

@@ -75,11 +75,13 @@ def test_open_store_sqlite(tmp_path: Path) -> None:
     assert isinstance(store, FuelInputSource)
 
 
-@pytest.mark.parametrize(("url", "scheme"), [("mysql://u@h/db", "mysql"), ("supabase", "supabase")])
+@pytest.mark.parametrize(("url", "scheme"), [("mysql://u@h/db", "mysql"), ("redis://h/0", "redis")])
 def test_open_store_unsupported(url: str, scheme: str) -> None:
-    supported = r"sqlite, postgresql, postgres"
+    supported = r"sqlite, postgresql, postgres, supabase\+https, supabase\+http"
     with pytest.raises(ValueError, match=rf"^unsupported store url scheme '{scheme}' \(supported: {supported}\)$"):
         open_store(url)
+    with pytest.raises(ValueError, match=r"needs \[store\] supabase_url"):  # the bare name, without its URL
+        open_store("supabase")
 
 
 def test_timestamps_round_trip() -> None:

@@ -9,16 +9,19 @@ from pamd.store.mapping import TableMap
 
 __all__ = ["Store", "open_store", "prepare_store"]
 
-SUPPORTED_SCHEMES = ("sqlite", "postgresql", "postgres")
+SUPPORTED_SCHEMES = ("sqlite", "postgresql", "postgres", "supabase+https", "supabase+http")
 
 
 def open_store(url: str, *, tables: Mapping[str, TableMap] | None = None) -> Store:
     """Build the store for ``url`` (``[store] url``). Nothing is opened until first use.
 
     Supported: ``sqlite:///relative.db``, ``sqlite:////absolute.db``, and ``postgresql://user@host:5432/db`` (or
-    ``postgres://``; see :mod:`pamd.store.pg_base` for its parameters, e.g. ``?pgbouncer=true``). Raises
-    :class:`ValueError` for any other scheme. asyncpg is imported only for a Postgres URL. ``tables``: the
-    column mapping (``[store.tables]``, :mod:`pamd.store.mapping`), Postgres only.
+    ``postgres://``; see :mod:`pamd.store.pg_base` for its parameters, e.g. ``?pgbouncer=true``), and
+    ``supabase+https://<project>.supabase.co`` (the Supabase REST API, key from the environment; see
+    :mod:`pamd.store.supabase_client`; ``[store] url = "supabase"`` with ``supabase_url`` builds it). Raises
+    :class:`ValueError` for any other scheme. asyncpg is imported only for a Postgres URL, the Supabase client
+    (postgrest) only for a Supabase one. ``tables``: the column mapping (``[store.tables]``,
+    :mod:`pamd.store.mapping`), Postgres only.
     """
     if tables and not url.lower().startswith(("postgresql:", "postgres:")):
         raise ValueError("column mapping ([store.tables]) needs a postgresql:// store")
@@ -31,6 +34,12 @@ def open_store(url: str, *, tables: Mapping[str, TableMap] | None = None) -> Sto
         from pamd.store.pg import PostgresStore
 
         return PostgresStore(url, tables=tables)
+    if scheme in ("supabase+https", "supabase+http"):
+        from pamd.store.supabase import SupabaseStore
+
+        return SupabaseStore(url)
+    if scheme == "supabase":
+        raise ValueError('store url "supabase" needs [store] supabase_url (e.g. https://<project>.supabase.co)')
     raise ValueError(f"unsupported store url scheme {scheme!r} (supported: {', '.join(SUPPORTED_SCHEMES)})")
 
 

@@ -6,8 +6,13 @@ from datetime import datetime
 from typing import Protocol
 
 
+class StoreError(RuntimeError):
+    """A store failure whose message alone tells the operator what is wrong and what to do (the CLI prints it as
+    one line, without a traceback)."""
+
+
 class Store(Protocol):
-    """A data store. Backends: SQLite (embedded default); Postgres and Supabase come later.
+    """A data store. Backends: SQLite (embedded default), Postgres, Supabase (over its REST API).
 
     Monitors use backend-specific query methods (e.g. ``iter_fuel_inputs``); the daemon needs only these.
     """
