@@ -222,3 +222,21 @@ async def test_no_provider_keeps_the_rule_text() -> None:
     preview = p.preview(alert())
     assert preview is not None and not preview.key_set and preview.provider == "anthropic"
     assert (await p.phrase([alert()]))[0] == "rule:no_provider"
+
+
+async def test_a_cancelled_request_releases_its_reservation_and_its_trial() -> None:
+    import anyio
+
+    class Hangs(Scripted):
+        async def complete(self, *, model: str, system: str, prompt: str, max_tokens: int) -> Completion:
+            await anyio.sleep_forever()
+            raise AssertionError("unreachable")
+
+    clock = Clock()
+    p, _ = phraser(Hangs("anthropic"), clock=clock, breaker_failures=1, breaker_cooloff=10.0)
+    p.breakers["anthropic"].failure()  # open
+    clock.t = 11.0  # half-open: the next request is the trial
+    with anyio.move_on_after(0.05):
+        await p.phrase([alert()])
+    assert p.ledger.reserved_usd == 0.0 and p.ledger.spent_usd == 0.0
+    assert p.breakers["anthropic"].state == "half_open"  # no verdict: another trial may go

@@ -51,6 +51,10 @@ class CircuitBreaker:
     def success(self) -> None:
         self._consecutive, self._open_until, self._trial = 0, None, False
 
+    def abandon(self) -> None:
+        """A request let through ended without a verdict (cancelled): a trial may be made again."""
+        self._trial = False
+
     def failure(self) -> None:
         self._consecutive += 1
         if self._trial or self._consecutive >= self.failures:

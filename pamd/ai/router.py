@@ -151,9 +151,6 @@ class Phraser:
             remaining = self._from_cache(alerts, digests, remaining, route, outcomes)
             if not remaining:
                 break
-            if not self.breakers[route.name].allow():
-                self._fell_back("circuit_open", remaining, outcomes)
-                continue
             batch = [alerts[i] for i in remaining]
             prompt = build_prompt(batch, route.settings.max_tokens)
             estimate = prompt.cost_usd(route.settings.input_usd_per_mtok, route.settings.output_usd_per_mtok)
@@ -161,13 +158,21 @@ class Phraser:
                 self._fell_back("budget", remaining, outcomes)  # the cap is for all providers together
                 log.info("AI daily budget of $%.2f reached: rule text until tomorrow (UTC)", self.ledger.cap_usd)
                 break
+            breaker = self.breakers[route.name]
+            if not breaker.allow():
+                self.ledger.settle(estimate, 0.0)
+                self._fell_back("circuit_open", remaining, outcomes)
+                continue
             try:
                 completion = await self._ask(route, prompt, estimate, len(batch))
             except ProviderError as exc:
-                self.breakers[route.name].failure()
+                breaker.failure()
                 log.warning("AI provider %s failed (%s): %s", route.name, exc.kind, exc)
                 self._fell_back(exc.kind, remaining, outcomes)
                 continue
+            except BaseException:  # cancelled (shutdown) or a bug: no verdict on the provider
+                breaker.abandon()
+                raise
             self.breakers[route.name].success()
             self._use(completion, route, batch, [digests[i] for i in remaining], remaining, outcomes)
             break
@@ -211,6 +216,13 @@ class Phraser:
     async def _ask(self, route: Route, prompt: Prompt, estimate: float, alerts: int) -> Completion:
         """One request for ``alerts`` alerts (and one retry after a short ``Retry-After``), with the spend settled
         and metrics counted."""
+        try:
+            return await self._ask_once_or_twice(route, prompt, estimate, alerts)
+        except BaseException:
+            self.ledger.settle(estimate, 0.0)  # nothing billed that we know of; the reservation is released
+            raise
+
+    async def _ask_once_or_twice(self, route: Route, prompt: Prompt, estimate: float, alerts: int) -> Completion:
         assert route.provider is not None
         s = route.settings
         max_tokens = min(s.max_tokens * alerts, MAX_REQUEST_TOKENS)
@@ -241,7 +253,6 @@ class Phraser:
                     and wait <= self.settings.max_retry_after:
                 await anyio.sleep(wait)
                 continue
-            self.ledger.settle(estimate, 0.0)
             raise error
         raise AssertionError("unreachable")
 
