@@ -144,7 +144,7 @@ class AIProviderSection(_Section):
     base_url: str = ""  # empty: the SDK's default endpoint
     key_env: str = ""  # the environment variable holding the API key (keys are never read from config)
     max_tokens: int = 400
-    timeout: float = 20.0
+    timeout: float = 60.0  # a batch of 10 replies is ~1,200 output tokens: 15-30 s from a Sonnet-class model
     input_usd_per_mtok: float = 0.0  # price per million input tokens, for cost accounting and the daily cap
     output_usd_per_mtok: float = 0.0
     enabled: bool = True
