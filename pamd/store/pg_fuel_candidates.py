@@ -41,7 +41,8 @@ _EPOCH_DAYS = "(extract(epoch FROM {0})::float8 / 86400)"
 
 # {where}: profile_where()'s clause (its parameter first when paging). Then: $a inactive statuses, $b page size,
 # $c now, $d max_fills, $e readings (history_pairs + 1), $f/$g plausible consumption range, $h/$i type table
-# (keys, L/100km), $j the figure for a type not in it, $k default daily km, $l stale days, $m band (%).
+# (keys, L/100km), $j the largest figure (for a type SQL may normalise differently), $k default daily km, $l stale
+# days, $m band (%), $n the figure for a type not in the table.
 #
 # The page's fill-ups are read in the order of the (user_id, logged_at) index, so the windows need no sort: k counts
 # the full tanks so far, cum the litres so far; at each full tank the previous one's cum and odometer give the
@@ -69,7 +70,7 @@ r2 AS (
 agg AS (
     SELECT user_id, count(*) AS n_all, max(n_full) AS n_full, min(vehicle_id) AS v_lo, max(vehicle_id) AS v_hi,
            bool_or(logged_at IS NULL OR is_full IS NULL OR NOT {_FINITE.format("vol")}
-                   OR (odo IS NOT NULL AND NOT {_FINITE.format("odo")}) OR logged_at = prev_at) AS bad,
+                   OR (odo IS NOT NULL AND NOT {_FINITE.format("odo")}) OR COALESCE(logged_at = prev_at, false)) AS bad,
            sum(vol) FILTER (WHERE k = n_full AND NOT is_full) AS partials,
            max(logged_at) FILTER (WHERE is_full AND k = n_full) AS last_full_at,
            max(odo) FILTER (WHERE is_full AND k = n_full) AS last_full_odo,
@@ -94,8 +95,9 @@ est AS (
                CASE WHEN v.consumption_l_per_100km BETWEEN ${{f}}::float8 AND ${{g}}::float8
                     THEN v.consumption_l_per_100km
                     ELSE COALESCE((SELECT d.val FROM unnest(${{h}}::text[], ${{i}}::float8[]) AS d(key, val)
-                                   WHERE d.key = replace(replace(lower(btrim(COALESCE(NULLIF(v.vehicle_type, ''),
-                                         NULLIF(page.vehicle_type, ''), ''))), ' ', '_'), '-', '_')), ${{j}}::float8)
+                                   WHERE d.key = replace(replace(lower(btrim(t.kind)), ' ', '_'), '-', '_')),
+                                  CASE WHEN t.kind ~ '^[[:space:]]|[[:space:]]$|[^[:ascii:]]' THEN ${{j}}::float8
+                                       ELSE ${{n}}::float8 END)
                END END) AS used_hi,
            greatest(${{k}}::float8, CASE WHEN agg.n_read >= 2 AND {_EPOCH_DAYS.format("agg.t1 - agg.t0")} >= 1 - 1e-9
                THEN (agg.km1 - agg.km0) / {_EPOCH_DAYS.format("agg.t1 - agg.t0")} END) * (1 + 1e-9) AS rate_hi,
@@ -108,6 +110,7 @@ est AS (
         SELECT x.id, x.vehicle_type, x.fuel_capacity_l, x.consumption_l_per_100km, x.odometer_km
         FROM vehicles AS x WHERE x.user_id = page.id ORDER BY x.is_primary DESC, x.id LIMIT 1
     ) AS v
+    CROSS JOIN LATERAL (SELECT COALESCE(NULLIF(v.vehicle_type, ''), NULLIF(page.vehicle_type, ''), '') AS kind) AS t
 ),
 dist AS (SELECT *, COALESCE(read_km - last_full_odo, 0) AS measured FROM est),
 ext AS (
@@ -145,12 +148,12 @@ class PostgresFuelCandidates(PostgresFuelQueries):
         async def step(conn: asyncpg.Connection, after: str | None) -> tuple[list[FuelInput], str | None]:
             where, params = self.profile_where(after, None)
             n = len(params)
-            names = {key: f"{n + i}" for i, key in enumerate("abcdefghijklm", start=1)}
+            names = {key: f"{n + i}" for i, key in enumerate("abcdefghijklmn", start=1)}
             sql = _SCAN_SQL.format(where=where, **names)
             last, count, ids = await conn.fetchrow(
                 sql, *params, list(INACTIVE_STATUSES), scan_size, at, max_fills, bounds.history_pairs + 1,
                 bounds.min_l_per_100km, bounds.max_l_per_100km, list(table), list(table.values()), miss,
-                bounds.default_daily_km, bounds.stale_after_days, bounds.below_pct)
+                bounds.default_daily_km, bounds.stale_after_days, bounds.below_pct, bounds.fallback_l_per_100km)
             batch: list[FuelInput] = []
             if ids:
                 batch, _ = await self._fuel_batch(conn, None, len(ids), None, max_fills, at, position_max_age,
