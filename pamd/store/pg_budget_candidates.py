@@ -21,6 +21,7 @@ from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING
 
 from pamd.store.pg_budget import PostgresBudgetQueries
+from pamd.store.pg_scan import scan_ranges
 from pamd.store.records import zone
 from pamd.store.records_budget import BudgetBands, BudgetInput
 from pamd.store.sqlite_base import INACTIVE_STATUSES
@@ -129,7 +130,7 @@ class PostgresBudgetCandidates(PostgresBudgetQueries):
 
     async def iter_budget_candidates(
         self, bands: BudgetBands, now: datetime, batch_size: int = 500, *, top_categories: int = 3,
-        scan_size: int = 5000,
+        scan_size: int = 5000, parallel: int = 2,
     ) -> AsyncGenerator[list[BudgetInput], None]:
         """Stream the monitored users with a budget whose current period could be in a band at ``now``, with
         their full inputs (as :meth:`iter_budget_inputs` gives them), at most ``batch_size`` at a time."""
@@ -142,8 +143,13 @@ class PostgresBudgetCandidates(PostgresBudgetQueries):
 
         days = _days(now, await self._call(zones))
 
-        async def step(conn: asyncpg.Connection, after: str | None) -> tuple[list[BudgetInput], str | None]:
+        async def step(
+            conn: asyncpg.Connection, after: str | None, upto: str | None
+        ) -> tuple[list[BudgetInput], str | None]:
             where, params = self.profile_where(after, None)
+            if upto is not None:
+                params.append(upto)
+                where += f" AND id <= ${len(params)}"
             names = {key: f"{len(params) + i}" for i, key in enumerate("abcdefghij", start=1)}
             last, count, ids = await conn.fetchrow(
                 _SCAN_SQL.format(where=where, **names), *params, list(INACTIVE_STATUSES), scan_size, *days,
@@ -153,6 +159,6 @@ class PostgresBudgetCandidates(PostgresBudgetQueries):
                 batch, _ = await self._budget_batch(conn, None, len(ids), None, now, top_categories, ids=list(ids))
             return batch, last if count == scan_size else None
 
-        async for found in self._keyset(step):
+        async for found in scan_ranges(self, step, parallel):
             for start in range(0, len(found), batch_size):
                 yield found[start : start + batch_size]

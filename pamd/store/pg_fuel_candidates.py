@@ -30,6 +30,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from pamd.store.pg_fuel import PostgresFuelQueries
+from pamd.store.pg_scan import scan_ranges
 from pamd.store.records import POSITION_MAX_AGE, FuelBounds, FuelInput
 from pamd.store.sqlite_base import INACTIVE_STATUSES
 
@@ -133,7 +134,7 @@ class PostgresFuelCandidates(PostgresFuelQueries):
 
     async def iter_fuel_candidates(
         self, bounds: FuelBounds, batch_size: int = 500, *, now: datetime | None = None,
-        position_max_age: timedelta = POSITION_MAX_AGE, max_fills: int = 100, scan_size: int = 5000,
+        position_max_age: timedelta = POSITION_MAX_AGE, max_fills: int = 100, scan_size: int = 5000, parallel: int = 2,
     ) -> AsyncGenerator[list[FuelInput], None]:
         """Stream the monitored users whose estimated level could be below ``bounds.below_pct``, with their full
         inputs (as :meth:`iter_fuel_inputs` gives them), at most ``batch_size`` at a time. Users are scanned
@@ -145,8 +146,13 @@ class PostgresFuelCandidates(PostgresFuelQueries):
         table = bounds.type_l_per_100km
         miss = max([bounds.fallback_l_per_100km, *table.values()])
 
-        async def step(conn: asyncpg.Connection, after: str | None) -> tuple[list[FuelInput], str | None]:
+        async def step(
+            conn: asyncpg.Connection, after: str | None, upto: str | None
+        ) -> tuple[list[FuelInput], str | None]:
             where, params = self.profile_where(after, None)
+            if upto is not None:
+                params.append(upto)
+                where += f" AND id <= ${len(params)}"
             n = len(params)
             names = {key: f"{n + i}" for i, key in enumerate("abcdefghijklmn", start=1)}
             sql = _SCAN_SQL.format(where=where, **names)
@@ -160,6 +166,6 @@ class PostgresFuelCandidates(PostgresFuelQueries):
                                                   ids=list(ids))
             return batch, last if count == scan_size else None
 
-        async for found in self._keyset(step):
+        async for found in scan_ranges(self, step, parallel):
             for start in range(0, len(found), batch_size):
                 yield found[start : start + batch_size]
