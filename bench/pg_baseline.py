@@ -5,6 +5,7 @@ from __future__ import annotations
 import resource
 import secrets
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -35,16 +36,16 @@ async def alert_path(url: str, redis_url: str, count: int) -> dict[str, Any]:
     store = PostgresStore(url)
     sink = RedisSink({"url": redis_url, "prefix": prefix, "stream_maxlen": count + 1000})
     in_sink = [0.0]
-    deliver = sink.deliver
+    deliver_batch = sink.deliver_batch
 
-    async def timed(alert: pamd.Alert) -> None:
+    async def timed(alerts: Sequence[pamd.Alert]) -> None:
         started = time.perf_counter()
         try:
-            await deliver(alert)
+            await deliver_batch(alerts)
         finally:
             in_sink[0] += time.perf_counter() - started
 
-    sink.deliver = timed  # type: ignore[method-assign]
+    sink.deliver_batch = timed  # type: ignore[method-assign]
     pipeline = AlertPipeline({"redis": sink}, Metrics(), book=store)
     users = [row[0] for row in await store._call(lambda conn: conn.fetch(
         "SELECT id FROM profiles ORDER BY id LIMIT $1", count))]
@@ -64,8 +65,9 @@ async def alert_path(url: str, redis_url: str, count: int) -> dict[str, Any]:
         seconds = time.perf_counter() - started
         in_redis = int(await client.xlen(f"{prefix}:alerts"))
     finally:
-        async for key in client.scan_iter(match=f"{prefix}:*", count=5000):
-            await client.unlink(key)
+        keys = [key async for key in client.scan_iter(match=f"{prefix}:*", count=5000)]
+        for start in range(0, len(keys), 1000):
+            await client.unlink(*keys[start : start + 1000])
         await client.aclose()
         await pipeline.aclose()
         await store.aclose()

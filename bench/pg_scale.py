@@ -175,6 +175,9 @@ def main() -> None:
             print(f"generated {generated['users']:,} users ({sum(generated['rows'].values()):,} rows) in schema "
                   f"{schema} in {generated['total_seconds']:.1f} s: " +
                   ", ".join(f"{t} {n:,}" for t, n in generated["rows"].items()), flush=True)
+        else:  # a kept schema: forget the alerts of the run before, so the first ticks are first ticks again
+            anyio.run(_admin, args.pg, f'TRUNCATE "{schema}".pam_alerts, "{schema}".pam_alert_state, '
+                      f'"{schema}".pam_deliveries, "{schema}".pamd_fence, "{schema}".notifications')
         users = anyio.run(_count_users, url)
         results = run_monitors(args.only.split(","), url, workdir, now)
         path = anyio.run(alert_path, url, args.redis, args.alerts) if args.alerts else {}
