@@ -133,7 +133,9 @@ class PostgresBudgetCandidates(PostgresBudgetQueries):
         scan_size: int = 5000, parallel: int = 2,
     ) -> AsyncGenerator[list[BudgetInput], None]:
         """Stream the monitored users with a budget whose current period could be in a band at ``now``, with
-        their full inputs (as :meth:`iter_budget_inputs` gives them), at most ``batch_size`` at a time."""
+        their full inputs (as :meth:`iter_budget_inputs` gives them), at most ``batch_size`` at a time. Users are
+        scanned ``scan_size`` at a time in ``parallel`` id ranges side by side
+        (:func:`pamd.store.pg_scan.scan_ranges`)."""
         if batch_size < 1 or scan_size < 1 or top_categories < 0:
             raise ValueError("batch_size and scan_size must be >= 1, top_categories >= 0")
 

@@ -138,8 +138,9 @@ class PostgresFuelCandidates(PostgresFuelQueries):
     ) -> AsyncGenerator[list[FuelInput], None]:
         """Stream the monitored users whose estimated level could be below ``bounds.below_pct``, with their full
         inputs (as :meth:`iter_fuel_inputs` gives them), at most ``batch_size`` at a time. Users are scanned
-        ``scan_size`` at a time (keyset on ``profiles.id``): one statement per page picks the candidates, one more
-        pair reads them (see the module docstring)."""
+        ``scan_size`` at a time (keyset on ``profiles.id``) in ``parallel`` id ranges side by side
+        (:func:`pamd.store.pg_scan.scan_ranges`): one statement per page picks the candidates, one more pair reads
+        them (see the module docstring). Batches come in id order within a range, not across ranges."""
         if batch_size < 1 or max_fills < 1 or scan_size < 1:
             raise ValueError("batch_size, max_fills and scan_size must be at least 1")
         at = now or datetime.now(UTC)
