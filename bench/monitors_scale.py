@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,6 +35,8 @@ sys.path.insert(0, str(ROOT))  # the fakes live in tests/fakes
 MONITORS = ("fuel", "budget", "weather", "maintenance", "context")
 TARGET_USERS_PER_S = {"fuel": 20_000.0, "budget": 20_000.0}
 TARGET_RSS_GROWTH_MB = 100.0
+PHASE = ["monitor"]
+"""What the child's tick is doing: ``monitor`` (reading, evaluating), or ``pipeline`` inside ``submit``."""
 
 
 def generate(path: Path, users: int, now: datetime) -> dict[str, int]:
@@ -83,6 +86,15 @@ def generate(path: Path, users: int, now: datetime) -> dict[str, int]:
 
 def child(args: argparse.Namespace) -> None:
     """Run one tick of ``args.child`` and print a JSON result line."""
+    print(json.dumps(run_child(args.child, f"sqlite:///{args.db}", args.config)))
+
+
+def run_child(
+    monitor: str, store_url: str, config: Path, probe: Callable[[], dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """Two ticks of ``monitor`` (the first, then the same again at once) over the store at ``store_url``, through
+    the daemon's runner and alert pipeline (no sinks); their figures. ``probe()`` is called after each tick (its
+    results under ``probe`` and ``again_probe``). Also used by ``bench/pg_scale.py``."""
     import anyio
 
     from pamd.assemble import assemble
@@ -91,26 +103,28 @@ def child(args: argparse.Namespace) -> None:
     from pamd.pipeline import AlertPipeline
     from pamd.providers import ProviderHub
     from pamd.runner import Runner
-    from pamd.store.sqlite import SQLiteStore
+    from pamd.store import open_store
 
     async def go() -> dict[str, Any]:
-        assembly = assemble(str(args.config), sinks=False)
-        store = SQLiteStore(f"sqlite:///{args.db}")
+        assembly = assemble(str(config), sinks=False)
+        store = open_store(store_url)
         await store.ping()
         metrics = Metrics()
-        coordinator = LocalCoordinator(str(args.db.parent))
+        coordinator = LocalCoordinator(str(config.parent))
         await coordinator.start()
         hub = ProviderHub(assembly.config.providers, metrics)
-        job = assembly.jobs[args.child]
+        job = assembly.jobs[monitor]
         pipeline = AlertPipeline({}, metrics, book=store, settings=assembly.config.alerts)
         in_pipeline = [0.0]
         submit = pipeline.submit
 
         async def timed_submit(*args: Any, **kwargs: Any) -> Any:
             started = time.perf_counter()
+            PHASE[0] = "pipeline"
             try:
                 return await submit(*args, **kwargs)
             finally:
+                PHASE[0] = "monitor"
                 in_pipeline[0] += time.perf_counter() - started
 
         pipeline.submit = timed_submit  # type: ignore[method-assign]
@@ -120,23 +134,26 @@ def child(args: argparse.Namespace) -> None:
         result = await runner.run_tick(job, datetime.now(UTC).replace(microsecond=0))
         seconds = time.perf_counter() - started
         first_pipeline = in_pipeline[0]
+        probed = probe() if probe is not None else {}
         # The same tick again a second later: every condition is now in cooldown (the steady state of a schedule).
         started = time.perf_counter()
         again = await runner.run_tick(job, datetime.now(UTC).replace(microsecond=0))
         again_seconds = time.perf_counter() - started
+        again_probed = probe() if probe is not None else {}
         await runner.aclose()
         await store.aclose()
         requests = sum(s.value for m in metrics.registry.collect() if m.name == "pamd_provider_requests"
                        for s in m.samples if s.name.endswith("_total"))
-        return {"monitor": args.child, "outcome": result.outcome, "error": result.error, "seconds": seconds,
+        return {"monitor": monitor, "outcome": result.outcome, "error": result.error, "seconds": seconds,
                 "pipeline_seconds": first_pipeline, "again_seconds": again_seconds,
                 "again_outcome": again.outcome, "again_accepted": again.accepted,
                 "alerts": result.produced, "accepted": result.accepted, "degraded": result.degradations,
                 "rss_before_mb": rss_before,
                 "rss_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                "provider_requests": requests, "skipped_rows": dict(store.skipped_rows)}
+                "provider_requests": requests, "skipped_rows": dict(getattr(store, "skipped_rows", {})),
+                "probe": probed, "again_probe": again_probed}
 
-    print(json.dumps(anyio.run(go)))
+    return anyio.run(go)
 
 
 def fuel_baseline(db: Path, limit: int) -> dict[str, Any]:

@@ -26,7 +26,14 @@ import msgspec
 import pamd
 from pamd import units
 from pamd.store.records import zone
-from pamd.store.records_budget import BudgetInput, BudgetInputSource, BudgetStatus, CategorySpend
+from pamd.store.records_budget import (
+    BudgetBands,
+    BudgetCandidateSource,
+    BudgetInput,
+    BudgetInputSource,
+    BudgetStatus,
+    CategorySpend,
+)
 
 DAY = timedelta(days=1)
 Kind = Literal["budget_exceeded", "budget_threshold", "budget_pace"]
@@ -250,7 +257,14 @@ class BudgetMonitor(pamd.Monitor):
         cfg = ctx.config if isinstance(ctx.config, BudgetConfig) else BudgetConfig()
         now = ctx.now()
         explain = ctx.explain if ctx.explaining else None
-        batches = store.iter_budget_inputs(now, cfg.batch_size, ctx.user_id, top_categories=cfg.top_categories)
+        if ctx.user_id is None and not ctx.explaining and isinstance(store, BudgetCandidateSource):
+            # Only users with a budget that could be in a band (the store filters in SQL; a superset).
+            bands = BudgetBands(high_pct=cfg.high_pct, pace_pct=cfg.pace_pct,
+                                pace_min_elapsed_days=cfg.pace_min_elapsed_days,
+                                pace_min_elapsed_pct=cfg.pace_min_elapsed_pct)
+            batches = store.iter_budget_candidates(bands, now, cfg.batch_size, top_categories=cfg.top_categories)
+        else:
+            batches = store.iter_budget_inputs(now, cfg.batch_size, ctx.user_id, top_categories=cfg.top_categories)
         async with aclosing(batches) as stream:
             async for batch in stream:
                 for inp in batch:

@@ -27,7 +27,15 @@ import pamd
 from pamd import units
 from pamd.providers import ProviderError
 from pamd.providers.places import UnsupportedFuelError, describe_places, fuel_kind
-from pamd.store.records import FuelFill, FuelInput, FuelInputSource, FuelVehicle, format_ts
+from pamd.store.records import (
+    FuelBounds,
+    FuelCandidateSource,
+    FuelFill,
+    FuelInput,
+    FuelInputSource,
+    FuelVehicle,
+    format_ts,
+)
 
 DAY = timedelta(days=1)
 DEFAULT_CONSUMPTION = {  # L/100km, by vehicles.vehicle_type (normalised: lower case, "_" for spaces and dashes)
@@ -308,8 +316,12 @@ class FuelMonitor(pamd.Monitor):
             raise TypeError(f"the fuel monitor needs a store with iter_fuel_inputs(), got {type(store).__name__}")
         cfg = ctx.config if isinstance(ctx.config, FuelConfig) else FuelConfig()
         now = ctx.now()
-        inputs = store.iter_fuel_inputs(cfg.batch_size, ctx.user_id, now=now,
-                                        position_max_age=timedelta(hours=cfg.position_max_age_hours))
+        max_age = timedelta(hours=cfg.position_max_age_hours)
+        if ctx.user_id is None and not ctx.explaining and isinstance(store, FuelCandidateSource):
+            # Only users whose fuel could be low (the store filters in SQL; a superset, decided below as usual).
+            inputs = store.iter_fuel_candidates(bounds(cfg), cfg.batch_size, now=now, position_max_age=max_age)
+        else:
+            inputs = store.iter_fuel_inputs(cfg.batch_size, ctx.user_id, now=now, position_max_age=max_age)
         async with aclosing(inputs) as batches:
             async for batch in batches:
                 found: list[tuple[FuelInput, FuelEstimate]] = []
@@ -376,6 +388,15 @@ class FuelMonitor(pamd.Monitor):
         ctx.explain(inp.user_id, "stations", outcome=f"{len(stations)} found", position=position,
                     radius_km=cfg.station_radius_km, stations=stations)
         return stations
+
+
+def bounds(cfg: FuelConfig) -> FuelBounds:
+    """What a store needs to leave out users who cannot alert (:class:`pamd.store.records.FuelCandidateSource`)."""
+    return FuelBounds(
+        below_pct=cfg.medium_pct, stale_after_days=cfg.stale_after_days, default_daily_km=cfg.default_daily_km,
+        history_pairs=cfg.history_pairs, min_l_per_100km=cfg.min_l_per_100km, max_l_per_100km=cfg.max_l_per_100km,
+        fallback_l_per_100km=cfg.fallback_l_per_100km,
+        type_l_per_100km=DEFAULT_CONSUMPTION | cfg.consumption_l_per_100km)
 
 
 def _lookup_key(inp: FuelInput) -> tuple[object, ...]:

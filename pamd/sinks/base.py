@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from pamd.model import Alert
 
@@ -52,6 +52,16 @@ class Sink:
 
     async def aclose(self) -> None:
         """Release resources; called on shutdown and reload."""
+
+
+@runtime_checkable
+class BatchSink(Protocol):
+    """A sink that can also deliver many alerts in one round trip (the Redis sink). The delivery worker hands it
+    up to a few hundred alerts at once, in order; it succeeds for all of them or raises (for all of them), with
+    :meth:`Sink.deliver`'s idempotency and exceptions."""
+
+    async def deliver_batch(self, alerts: Sequence[Alert]) -> None:
+        """Deliver ``alerts`` in order, all of them or (raising) none that was not delivered before."""
 
 
 SinkFactory = Callable[[Any, Path], Sink]

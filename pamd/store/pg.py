@@ -21,9 +21,9 @@ from pamd.store import pg_schema
 from pamd.store.mapping import TableMap, check_mapping
 from pamd.store.pg_alerts import PostgresOutboxQueries
 from pamd.store.pg_base import PostgresBase, pg_ts, split_pg_url
-from pamd.store.pg_budget import PostgresBudgetQueries
+from pamd.store.pg_budget_candidates import PostgresBudgetCandidates
 from pamd.store.pg_context import PostgresContextQueries
-from pamd.store.pg_fuel import PostgresFuelQueries
+from pamd.store.pg_fuel_candidates import PostgresFuelCandidates
 from pamd.store.pg_maintenance import PostgresMaintenanceQueries
 from pamd.store.pg_weather import PostgresWeatherQueries
 from pamd.store.records import parse_ts, to_sql_value
@@ -95,8 +95,8 @@ _CONVERTERS: dict[str, Callable[[object], object]] = {
 
 
 class PostgresStore(
-    PostgresFuelQueries,
-    PostgresBudgetQueries,
+    PostgresFuelCandidates,
+    PostgresBudgetCandidates,
     PostgresWeatherQueries,
     PostgresMaintenanceQueries,
     PostgresContextQueries,

@@ -103,9 +103,11 @@ class PostgresBudgetQueries(PostgresBase):
             yield batch
 
     async def _budget_batch(
-        self, conn: asyncpg.Connection, after: str | None, limit: int, user_id: str | None, now: datetime, top: int
+        self, conn: asyncpg.Connection, after: str | None, limit: int, user_id: str | None, now: datetime, top: int,
+        *, ids: list[str] | None = None,
     ) -> tuple[list[BudgetInput], int]:
-        where, params = self.profile_where(after, user_id)
+        # ``ids``: exactly these users (the candidates of pamd.store.pg_budget_candidates) instead of a page.
+        where, params = ("id = ANY($1::text[])", [ids]) if ids is not None else self.profile_where(after, user_id)
         sql = _PAGE_SQL.format(where=where, inactive=len(params) + 1, limit=len(params) + 2)
         rows = await conn.fetch(sql, *params, list(INACTIVE_STATUSES), limit)
         users = self._budget_users(rows, now)

@@ -119,9 +119,10 @@ class PostgresFuelQueries(PostgresBase):
 
     async def _fuel_batch(
         self, conn: asyncpg.Connection, after: str | None, limit: int, user_id: str | None, max_fills: int,
-        now: datetime, position_max_age: timedelta,
+        now: datetime, position_max_age: timedelta, *, ids: list[str] | None = None,
     ) -> tuple[list[FuelInput], str | None]:
-        where, params = self.profile_where(after, user_id)
+        # ``ids``: exactly these users (the candidates of pamd.store.pg_fuel_candidates) instead of a page.
+        where, params = ("id = ANY($1::text[])", [ids]) if ids is not None else self.profile_where(after, user_id)
         n = len(params)
         sql = _PAGE_SQL.format(where=where, inactive=n + 1, limit=n + 2, since=n + 3)
         rows = await conn.fetch(sql, *params, list(INACTIVE_STATUSES), limit, pg_ts(now - position_max_age))

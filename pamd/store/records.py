@@ -108,6 +108,33 @@ class FuelInputSource(Protocol):
         ...
 
 
+class FuelBounds(msgspec.Struct, frozen=True, kw_only=True):
+    """What a store needs to leave out, in SQL, users whose fuel estimate cannot fall into a band: the fuel
+    monitor's thresholds and the limits of its estimate (see ``FuelConfig`` in the fuel plugin)."""
+
+    below_pct: float  # the highest band (medium): only users who could be under it come back
+    stale_after_days: float
+    default_daily_km: float
+    history_pairs: int
+    min_l_per_100km: float
+    max_l_per_100km: float
+    fallback_l_per_100km: float
+    type_l_per_100km: dict[str, float]  # normalised vehicle type -> default consumption
+
+
+@runtime_checkable
+class FuelCandidateSource(Protocol):
+    """A store that can stream only the users whose fuel could be low (a superset: the monitor decides)."""
+
+    def iter_fuel_candidates(
+        self, bounds: FuelBounds, batch_size: int = 500, *, now: datetime | None = None,
+        position_max_age: timedelta = POSITION_MAX_AGE,
+    ) -> AsyncGenerator[list[FuelInput], None]:
+        """As ``iter_fuel_inputs`` over every user, but leaving out users a conservative bound on their estimate
+        shows cannot be below ``bounds.below_pct`` (or have no estimate at all)."""
+        ...
+
+
 @functools.lru_cache(maxsize=1024)
 def zone(name: str | None) -> ZoneInfo | None:
     """The :class:`ZoneInfo` for an IANA name, or ``None`` if there is no such zone (cached)."""

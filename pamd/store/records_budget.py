@@ -103,6 +103,27 @@ class BudgetInputSource(Protocol):
         ...
 
 
+class BudgetBands(msgspec.Struct, frozen=True, kw_only=True):
+    """The budget monitor's thresholds, for a store that leaves out users who cannot be in a band."""
+
+    high_pct: float  # the lowest percentage band
+    pace_pct: float
+    pace_min_elapsed_days: float
+    pace_min_elapsed_pct: float
+
+
+@runtime_checkable
+class BudgetCandidateSource(Protocol):
+    """A store that can stream only users with a budget that could be in a band (a superset: the monitor
+    decides)."""
+
+    def iter_budget_candidates(
+        self, bands: BudgetBands, now: datetime, batch_size: int = 500, *, top_categories: int = 3
+    ) -> AsyncGenerator[list[BudgetInput], None]:
+        """As ``iter_budget_inputs`` over every user, but only users with a budget in or near a band."""
+        ...
+
+
 def parse_date(value: object) -> date | None:
     """A ``YYYY-MM-DD`` calendar date (an ISO timestamp uses its date part as written), else ``None``."""
     if isinstance(value, datetime):

@@ -1,0 +1,133 @@
+"""The alert path to Redis and the naive one-query-per-user baseline of ``bench/pg_scale.py``."""
+
+from __future__ import annotations
+
+import resource
+import secrets
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import asyncpg
+
+from pamd.store.pg_base import split_pg_url
+from pamd.store.records import FuelFill, FuelInput, FuelVehicle
+
+if TYPE_CHECKING:  # mypy sees the source tree; installed, the built-in plugins are pamd_plugins
+    from plugins.fuel import FuelConfig, FuelEstimate, build_alert, classify, estimate_fuel
+else:
+    from pamd_plugins.fuel import FuelConfig, FuelEstimate, build_alert, classify, estimate_fuel
+
+
+async def alert_path(url: str, redis_url: str, count: int) -> dict[str, Any]:
+    """``count`` alerts (one per user, fuel-sized text and facts) through :class:`pamd.pipeline.AlertPipeline` with
+    the Postgres store as alert book and outbox and the Redis sink, as a tick submits them: decided, stored in
+    ``pam_alerts``, delivered. The sink's keys (prefix ``pamd-bench-<random>``) are deleted afterwards."""
+    import redis.asyncio as aioredis
+
+    import pamd
+    from pamd.metrics import Metrics
+    from pamd.pipeline import AlertPipeline
+    from pamd.sinks.redis import RedisSink
+    from pamd.store.pg import PostgresStore
+
+    prefix = f"pamd-bench-{secrets.token_hex(4)}"
+    store = PostgresStore(url)
+    sink = RedisSink({"url": redis_url, "prefix": prefix, "stream_maxlen": count + 1000})
+    in_sink = [0.0]
+    deliver_batch = sink.deliver_batch
+
+    async def timed(alerts: Sequence[pamd.Alert]) -> None:
+        started = time.perf_counter()
+        try:
+            await deliver_batch(alerts)
+        finally:
+            in_sink[0] += time.perf_counter() - started
+
+    sink.deliver_batch = timed  # type: ignore[method-assign]
+    pipeline = AlertPipeline({"redis": sink}, Metrics(), book=store)
+    users = [row[0] for row in await store._call(lambda conn: conn.fetch(
+        "SELECT id FROM profiles ORDER BY id LIMIT $1", count))]
+    facts = {"level_pct": 12.5, "litres_left": 47.5, "capacity_l": 380.0, "range_km": 158.3, "stations": [],
+             "vehicle_name": "Big Sky", "currency": "USD"}
+    alerts = [pamd.Alert(user_id=user, kind="bench_alert", priority=pamd.Priority.MEDIUM,
+                         title="Fuel getting low: about 12% left",
+                         body="Big Sky has about 12.5 gal of fuel left (12% of 100.4 gal), roughly 98 mi of range. "
+                              "Estimated from your last full fill-up 3 days ago and 671 mi driven since (odometer). "
+                              "Filling up (87.9 gal) costs about $349.20 at your last price. Plan a fill-up soon.",
+                         facts=facts, actions=[{"action": "log_fuel", "label": "Log a fill-up"}])
+              for user in users]
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        started = time.perf_counter()
+        result = await pipeline.submit("bench_alerts", alerts, epoch=0, keep=False)
+        seconds = time.perf_counter() - started
+        in_redis = int(await client.xlen(f"{prefix}:alerts"))
+    finally:
+        keys = [key async for key in client.scan_iter(match=f"{prefix}:*", count=5000)]
+        for start in range(0, len(keys), 1000):
+            await client.unlink(*keys[start : start + 1000])
+        await client.aclose()
+        await pipeline.aclose()
+        await store.aclose()
+    return {"alerts": len(alerts), "delivered": result.outcomes["delivered"], "in_redis": in_redis,
+            "seconds": seconds, "sink_seconds": in_sink[0],
+            "rss_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+async def naive_fuel(url: str, limit: int) -> dict[str, Any]:
+    """The fuel work (read, estimate, classify, alert text; no stations, no pipeline) over the first ``limit``
+    users two ways: the old system's access, one query per user and table (profile, primary vehicle, its fill-ups)
+    through asyncpg, and the store's batched stream (:meth:`PostgresStore.iter_fuel_inputs`)."""
+    from pamd.store.pg import PostgresStore
+
+    cfg, now = FuelConfig(), datetime.now(UTC)
+
+    def evaluate(inp: FuelInput) -> int:
+        est = estimate_fuel(inp, now, cfg)
+        priority = classify(est, cfg) if isinstance(est, FuelEstimate) else None
+        if priority is None or not isinstance(est, FuelEstimate):
+            return 0
+        build_alert(inp, est, priority, [])
+        return 1
+
+    conn = await asyncpg.connect(split_pg_url(url)[0])
+    try:
+        started = time.perf_counter()
+        ids = [r[0] for r in await conn.fetch("SELECT id FROM profiles ORDER BY id LIMIT $1", limit)]
+        alerts, queries = 0, 1
+        for user_id in ids:
+            profile = await conn.fetchrow("SELECT * FROM profiles WHERE id = $1", user_id)
+            v = await conn.fetchrow("SELECT * FROM vehicles WHERE user_id = $1 AND is_primary", user_id)
+            queries += 2
+            if profile is None or v is None:
+                continue
+            fills = tuple(
+                FuelFill(id=f["id"], logged_at=f["logged_at"], volume_l=f["volume_l"],
+                         is_full_tank=bool(f["is_full_tank"]), odometer_km=f["odometer_km"],
+                         total_cost=f["total_cost"])
+                for f in await conn.fetch("SELECT * FROM fuel_log WHERE vehicle_id = $1 ORDER BY logged_at", v["id"]))
+            queries += 1
+            alerts += evaluate(FuelInput(
+                user_id=user_id, timezone=profile["timezone"], currency=profile["currency"], vehicle=FuelVehicle(
+                    id=v["id"], name=v["name"], vehicle_type=v["vehicle_type"], fuel_type=v["fuel_type"],
+                    fuel_capacity_l=v["fuel_capacity_l"], consumption_l_per_100km=v["consumption_l_per_100km"],
+                    odometer_km=v["odometer_km"]), fills=fills))
+        naive_seconds = time.perf_counter() - started
+    finally:
+        await conn.close()
+
+    store = PostgresStore(url)
+    started, found, seen = time.perf_counter(), 0, 0
+    async for batch in store.iter_fuel_inputs(500, now=now):
+        for inp in batch[: limit - seen]:
+            found += evaluate(inp)
+        seen += len(batch)
+        if seen >= limit:
+            break
+    store_seconds = time.perf_counter() - started
+    await store.aclose()
+    return {"users": len(ids), "queries": queries, "naive_seconds": naive_seconds, "naive_alerts": alerts,
+            "store_seconds": store_seconds, "store_alerts": found}
+

@@ -1,0 +1,80 @@
+"""Candidate scans over every user, split into id ranges read side by side.
+
+The candidate statements (:mod:`pamd.store.pg_fuel_candidates`, :mod:`pamd.store.pg_budget_candidates`) do the
+work on the server and send little back, so one connection leaves the client idle and the server on one core.
+:func:`scan_ranges` cuts the users into ``parts`` id ranges (boundaries from an index-only walk of
+``profiles_pkey``) and runs one keyset stream per range on its own pooled connection, yielding pages as they come.
+Pages arrive out of id order across ranges; each page is whole.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from typing import Any, TypeVar
+
+from pamd.store.pg_base import PostgresBase
+
+R = TypeVar("R")
+
+RangeStep = Callable[[Any, str | None, str | None], Awaitable[tuple[list[R], str | None]]]
+"""``async def step(conn, after, upto) -> (records, next_after | None)``: one page of ids in ``(after, upto]``."""
+
+_DONE = object()
+
+
+async def range_bounds(store: PostgresBase, parts: int) -> list[str | None]:
+    """``parts - 1`` ids cutting ``profiles`` into ranges of about equal size, then ``None`` (no upper bound)."""
+    if parts <= 1:
+        return [None]
+
+    async def query(conn: Any) -> list[str | None]:
+        total = int(await conn.fetchval("SELECT count(*) FROM profiles"))
+        step = total // parts
+        if step == 0:
+            return [None]
+        rows = await conn.fetch("SELECT id FROM (SELECT id, row_number() OVER (ORDER BY id) AS n FROM profiles) AS r "
+                                "WHERE n % $1 = 0 AND n < $2 ORDER BY id", step, step * parts)
+        return [*(row[0] for row in rows), None]
+
+    return await store._call(query)
+
+
+async def scan_ranges(store: PostgresBase, step: RangeStep[R], parts: int = 2) -> AsyncGenerator[list[R], None]:
+    """Run ``step`` over each id range on its own connection, ``parts`` at once, and yield every page."""
+    bounds = await range_bounds(store, parts)
+    queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=2 * len(bounds))
+
+    async def walk(lower: str | None, upper: str | None) -> None:
+        after = lower
+        while True:
+            batch, after = await store._call(step, after, upper)
+            if batch:
+                await queue.put(batch)
+            if after is None:
+                return
+
+    async def run(lower: str | None, upper: str | None) -> None:
+        try:
+            await walk(lower, upper)
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            await queue.put(exc)
+            raise
+        finally:
+            await queue.put(_DONE)
+
+    tasks = [asyncio.create_task(run(lower, upper)) for lower, upper in zip([None, *bounds[:-1]], bounds, strict=True)]
+    try:
+        running = len(tasks)
+        while running:
+            item = await queue.get()
+            if item is _DONE:
+                running -= 1
+            elif isinstance(item, BaseException):
+                raise item
+            else:
+                yield item
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
