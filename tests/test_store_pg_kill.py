@@ -146,19 +146,22 @@ def kill_on_call(monkeypatch: pytest.MonkeyPatch, owner: type, name: str, store:
 async def test_a_connection_killed_while_a_page_is_read(
         victim: PostgresStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     kills: list[int] = []
-    keyset = PostgresBase._keyset
-    steps = [0]
+    call = PostgresBase._call
+    calls = [0]
 
-    def killing_keyset(self: PostgresBase, step: Any) -> Any:
-        async def second_page_dies(conn: asyncpg.Connection, after: str | None) -> Any:
-            steps[0] += 1
-            if steps[0] == 2:  # the connection dies under the second page's first statement
+    async def second_read_dies(self: PostgresBase, func: Any, *args: Any) -> Any:
+        calls[0] += 1
+        if calls[0] != 2:
+            return await call(self, func, *args)
+
+        async def dying(conn: asyncpg.Connection, *a: Any) -> Any:
+            if not kills:  # the connection dies under the monitor's second read, once (not under its retry)
                 kills.append(await kill_backends(victim))
-            return await step(conn, after)
+            return await func(conn, *a)
 
-        return keyset(self, second_page_dies)
+        return await call(self, dying, *args)
 
-    monkeypatch.setattr(PostgresBase, "_keyset", killing_keyset)
+    monkeypatch.setattr(PostgresBase, "_call", second_read_dies)
     result = await tick(victim, tmp_path)
     assert kills and kills[0] >= 1
     assert result.outcome == "success", result.error
