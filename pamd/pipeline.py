@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from typing import TYPE_CHECKING
@@ -82,9 +82,10 @@ class AlertPipeline:
         result = Submitted(produced=len(source))
         batches = _user_batches(source, _strongest_per_fingerprint(source), BATCH)
         # Batches never split a user, so deciding one needs nothing the previous one writes: batch N+1 is decided
-        # (its context read on the store's reader) while batch N is written and delivered. Writes stay in order,
-        # and the sweep runs with the last one.
+        # (its context read on the store's reader) and phrased while batch N is written and delivered. Writes stay
+        # in order, and the sweep runs with the last one.
         writing: asyncio.Future[None] | None = None
+        phrasing: asyncio.Future[None] | None = None
         try:
             for index, chunk in enumerate(batches):
                 decided = await self.decide(monitor, [source[i] for i in chunk], now, cooldown)
@@ -97,30 +98,37 @@ class AlertPipeline:
                         self.metrics.alerts.labels(monitor, priority, outcome).inc(count)
                 if keep:
                     result.decisions += decided
+                phrasing = None if dry_run else asyncio.ensure_future(self._phrase(decided))
                 if writing is not None:
                     await writing
-                if not dry_run:
+                if phrasing is not None:
                     sweep = complete and index == len(batches) - 1
-                    writing = asyncio.ensure_future(
-                        self._write(monitor, decided, now, scheduled_at, sweep, user_id, epoch, still_leading))
+                    writing = asyncio.ensure_future(self._write(
+                        monitor, decided, now, scheduled_at, sweep, user_id, epoch, still_leading, phrasing))
             if writing is not None:
                 await writing
         finally:
-            if writing is not None and not writing.done():
-                writing.cancel()
-                await asyncio.wait([writing])
+            left = [f for f in (phrasing, writing) if f is not None and not f.done()]
+            for future in left:
+                future.cancel()
+            if left:
+                await asyncio.wait(left)
         return result
+
+    async def _phrase(self, decided: list[Decision]) -> None:
+        """Have the AI phraser (if a provider key is set) rewrite the batch's accepted alerts. Only accepted alerts
+        cost a request; they are phrased before they are stored, so what the outbox delivers later (a retry, a
+        restart, a release after quiet hours) is the same text."""
+        if self.phraser is not None and self.phraser.active:
+            await self.phraser.phrase_all([d.alert for d in decided if d.accepted])
 
     async def _write(
         self, monitor: str, decided: list[Decision], now: datetime, scheduled_at: datetime | None, sweep: bool,
-        user_id: str | None, epoch: int, still_leading: Callable[[], bool] | None,
+        user_id: str | None, epoch: int, still_leading: Callable[[], bool] | None, phrased: Awaitable[None],
     ) -> None:
-        """Store one batch's decisions (forgetting resolved conditions if ``sweep``), then deliver what they let
-        through."""
-        if self.phraser is not None and self.phraser.active:
-            # Only accepted alerts cost a request; they are phrased before they are stored, so what the outbox
-            # delivers later (a retry, a restart, a release after quiet hours) is the same text.
-            await self.phraser.phrase_all([d.alert for d in decided if d.accepted])
+        """Store one batch's decisions once ``phrased`` (forgetting resolved conditions if ``sweep``), then deliver
+        what they let through."""
+        await phrased
         if self.book is not None:
             resolved = await self.book.record_decisions(
                 monitor, decided, now, scheduled_at=scheduled_at, sweep=sweep, sweep_user=user_id, epoch=epoch)
