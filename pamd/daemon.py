@@ -127,7 +127,7 @@ class Daemon:
         config = assembly.config
         config.state_dir.mkdir(parents=True, exist_ok=True)
         self.store = await prepare_store(config.store_url, config.store.seed_demo,
-                                      tables=config.store.table_maps())
+                                         tables=config.store.table_maps())
         self.metrics.watch_store(self.store)
         self.book = open_alert_book(config, self.store)
         self.coordinator = open_coordinator(config.coordination.url, config.coordination.prefix,
