@@ -257,8 +257,9 @@ class Phraser:
         raise AssertionError("unreachable")
 
     async def aclose(self) -> None:
-        """Record the day's spend and close the providers."""
-        self.ledger.flush()
+        """Record the day's spend (if there can be any) and close the providers."""
+        if self.active:
+            self.ledger.flush()
         for provider in self.providers.values():
             try:
                 await provider.aclose()
