@@ -61,7 +61,9 @@ class TableSection(_Section):
 
 class StoreSection(_Section):
     url: str = ""  # sqlite:///..., postgresql://..., or "supabase" (then supabase_url)
-    seed_demo: bool = True
+    # None: seed an empty SQLite store (the embedded demo) with the demo users, never a Postgres or Supabase one
+    # (an app's empty production database would get fake travellers); true or false: always or never
+    seed_demo: bool | None = None
     tables: dict[str, TableSection] = msgspec.field(default_factory=dict)
 
     def table_maps(self) -> dict[str, TableMap]:
@@ -222,6 +224,13 @@ class Config(_Section, dict=True):
             return Path(self.daemon.state_dir)
         env_dir = os.environ.get("STATE_DIRECTORY", "").split(":")[0]
         return Path(env_dir) if env_dir else Path(".pamd")
+
+    @property
+    def seeds_demo(self) -> bool:
+        """Whether an empty store is seeded with the demo users at start (``[store] seed_demo``)."""
+        if self.store.seed_demo is not None:
+            return self.store.seed_demo
+        return self.store_url.startswith("sqlite:")
 
     @property
     def store_url(self) -> str:

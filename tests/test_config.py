@@ -112,3 +112,13 @@ def test_a_provider_table_keeps_that_providers_defaults(tmp_path: Path) -> None:
                                                                                    86400.0, 5)
     assert (weather.base_url, weather.timeout, weather.cache_ttl, weather.retries) == (
         "https://api.open-meteo.com", 10.0, 0.0, 0)
+
+
+def test_demo_users_go_only_into_an_empty_sqlite_store_unless_asked(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    for store, expected in (("", True), ('url = "sqlite:///x.db"', True), ('url = "postgresql://h/db"', False),
+                            ('supabase_url = "https://p.supabase.co"', False),
+                            ('url = "postgresql://h/db"\nseed_demo = true', True),
+                            ('seed_demo = false', False)):
+        path.write_text(f"[store]\n{store}\n")
+        assert load_config(path, environ={}).seeds_demo is expected, store
