@@ -29,6 +29,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+if TYPE_CHECKING:
+    from pamd.store.records import FuelInput
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the fakes live in tests/fakes
 
@@ -156,20 +159,14 @@ def run_child(
     return anyio.run(go)
 
 
-def fuel_baseline(db: Path, limit: int) -> dict[str, Any]:
-    """The same fuel work (read, estimate, classify, build the alert text; no stations, no pipeline) two ways: the
-    old system's one-query-per-user access (profile, vehicle, fill-ups), and pamd's batched keyset pages."""
-    import anyio
-
-    from pamd.store.records import FuelFill, FuelInput, FuelVehicle, parse_ts
-    from pamd.store.sqlite import SQLiteStore
-
+def fuel_work(now: datetime) -> Callable[[FuelInput], int]:
+    """What both baselines do per user: estimate, classify and (if it alerts) build the alert; 1 if it alerts."""
     if TYPE_CHECKING:  # mypy sees the source tree; installed, the built-in plugins are pamd_plugins
         from plugins.fuel import FuelConfig, FuelEstimate, build_alert, classify, estimate_fuel
     else:
         from pamd_plugins.fuel import FuelConfig, FuelEstimate, build_alert, classify, estimate_fuel
 
-    cfg, now = FuelConfig(), datetime.now(UTC)
+    cfg = FuelConfig()
 
     def evaluate(inp: FuelInput) -> int:
         est = estimate_fuel(inp, now, cfg)
@@ -178,6 +175,20 @@ def fuel_baseline(db: Path, limit: int) -> dict[str, Any]:
             return 0
         build_alert(inp, est, priority, [])
         return 1
+
+    return evaluate
+
+
+def fuel_baseline(db: Path, limit: int) -> dict[str, Any]:
+    """The same fuel work (read, estimate, classify, build the alert text; no stations, no pipeline) two ways: the
+    old system's one-query-per-user access (profile, vehicle, fill-ups), and pamd's batched keyset pages."""
+    import anyio
+
+    from pamd.store.records import FuelFill, FuelInput, FuelVehicle, parse_ts
+    from pamd.store.sqlite import SQLiteStore
+
+    now = datetime.now(UTC)
+    evaluate = fuel_work(now)
 
     conn = sqlite3.connect(db)
     conn.row_factory = sqlite3.Row

@@ -7,17 +7,13 @@ import secrets
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import asyncpg
+from monitors_scale import fuel_work
 
 from pamd.store.pg_base import split_pg_url
 from pamd.store.records import FuelFill, FuelInput, FuelVehicle
-
-if TYPE_CHECKING:  # mypy sees the source tree; installed, the built-in plugins are pamd_plugins
-    from plugins.fuel import FuelConfig, FuelEstimate, build_alert, classify, estimate_fuel
-else:
-    from pamd_plugins.fuel import FuelConfig, FuelEstimate, build_alert, classify, estimate_fuel
 
 
 async def alert_path(url: str, redis_url: str, count: int) -> dict[str, Any]:
@@ -82,15 +78,8 @@ async def naive_fuel(url: str, limit: int) -> dict[str, Any]:
     through asyncpg, and the store's batched stream (:meth:`PostgresStore.iter_fuel_inputs`)."""
     from pamd.store.pg import PostgresStore
 
-    cfg, now = FuelConfig(), datetime.now(UTC)
-
-    def evaluate(inp: FuelInput) -> int:
-        est = estimate_fuel(inp, now, cfg)
-        priority = classify(est, cfg) if isinstance(est, FuelEstimate) else None
-        if priority is None or not isinstance(est, FuelEstimate):
-            return 0
-        build_alert(inp, est, priority, [])
-        return 1
+    now = datetime.now(UTC)
+    evaluate = fuel_work(now)
 
     conn = await asyncpg.connect(split_pg_url(url)[0])
     try:
