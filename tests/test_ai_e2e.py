@@ -4,6 +4,7 @@ servers on 127.0.0.1 that speak the Anthropic Messages and Gemini generateConten
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -106,8 +107,12 @@ async def test_the_analysis_tier_goes_to_anthropic_and_the_stored_alert_carries_
     assert request.model == "claude-sonnet-5-5" and "RV-travel assistant" in request.system
     assert [a["n"] for a in json.loads(request.prompt)["alerts"]] == [0, 1]
     assert request.max_tokens == 800 and not gemini_api.requests
-    stored = await store.due_held_alerts(NOW)  # nothing held; read the outbox copy instead
+    stored = await store.due_held_alerts(NOW)  # nothing was held for quiet hours
     assert stored == []
+    with sqlite3.connect(tmp_path / "s.db") as db:  # what the outbox would deliver again: the AI's words
+        rows = db.execute("SELECT user_id, title, body FROM pam_alerts ORDER BY user_id").fetchall()
+    assert rows == [("u1", "You've used 85% of your budget", "850 of 1,000 USD spent so far this month."),
+                    ("u2", "Budget at 90%", "900 of 1,000 USD spent: slow down a little.")]
     assert sample(metrics, "pamd_ai_tokens_total", provider="anthropic", kind="input") == 700
     assert sample(metrics, "pamd_ai_cost_usd_total", provider="anthropic") == pytest.approx(
         (700 * 3.0 + 90 * 15.0) / 1e6)
