@@ -79,41 +79,31 @@ class AlertPipeline:
         more, so a leader resumed after losing its term cannot deliver with its stale epoch."""
         now = now or datetime.now(UTC)
         source = alerts if isinstance(alerts, PackedAlerts) else [stamp(a, monitor, epoch, now) for a in alerts]
-        result = Submitted(produced=len(source))
-        batches = _user_batches(source, _strongest_per_fingerprint(source), BATCH)
-        # Batches never split a user, so deciding one needs nothing the previous one writes: batch N+1 is decided
-        # (its context read on the store's reader) and phrased while batch N is written and delivered. Writes stay
-        # in order, and the sweep runs with the last one.
-        writing: asyncio.Future[None] | None = None
-        phrasing: asyncio.Future[None] | None = None
+        session = self.open(monitor, epoch=epoch, now=now, cooldown=cooldown, dry_run=dry_run, user_id=user_id,
+                            scheduled_at=scheduled_at, keep=keep, still_leading=still_leading)
         try:
-            for index, chunk in enumerate(batches):
-                decided = await self.decide(monitor, [source[i] for i in chunk], now, cooldown)
-                # One ``inc`` per label set, not per alert: a big tick decides tens of thousands.
-                counted = Counter((d.outcome, d.alert.priority.value) for d in decided)
-                for (decision, priority), count in counted.items():
-                    result.outcomes[decision] += count
-                    outcome = "dry_run" if dry_run else decision
-                    if outcome != "delivered":  # delivered ones are counted once the sinks have them
-                        self.metrics.alerts.labels(monitor, priority, outcome).inc(count)
-                if keep:
-                    result.decisions += decided
-                phrasing = None if dry_run else asyncio.ensure_future(self._phrase(decided))
-                if writing is not None:
-                    await writing
-                if phrasing is not None:
-                    sweep = complete and index == len(batches) - 1
-                    writing = asyncio.ensure_future(self._write(
-                        monitor, decided, now, scheduled_at, sweep, user_id, epoch, still_leading, phrasing))
-            if writing is not None:
-                await writing
+            await session.add(source, last=True, complete=complete)
+            return await session.close(complete)
         finally:
-            left = [f for f in (phrasing, writing) if f is not None and not f.done()]
-            for future in left:
-                future.cancel()
-            if left:
-                await asyncio.wait(left)
-        return result
+            await session.abort()
+
+    def open(
+        self,
+        monitor: str,
+        *,
+        epoch: int,
+        now: datetime,
+        cooldown: timedelta = timedelta(0),
+        dry_run: bool = False,
+        user_id: str | None = None,
+        scheduled_at: datetime | None = None,
+        keep: bool = True,
+        still_leading: Callable[[], bool] | None = None,
+    ) -> TickSubmission:
+        """Start handing one tick's stamped alerts to the pipeline in parts, while the monitor is still running
+        (:class:`TickSubmission`; the arguments are :meth:`submit`'s)."""
+        return TickSubmission(self, monitor, epoch=epoch, now=now, cooldown=cooldown, dry_run=dry_run,
+                              user_id=user_id, scheduled_at=scheduled_at, keep=keep, still_leading=still_leading)
 
     async def _phrase(self, decided: list[Decision]) -> None:
         """Have the AI phraser (if a provider key is set) rewrite the batch's accepted alerts. Only accepted alerts
@@ -203,6 +193,83 @@ class AlertPipeline:
                 log.warning("sink close failed: %s", exc)
 
 
+class TickSubmission:
+    """One tick's alerts handed to :class:`AlertPipeline` in parts (from :meth:`AlertPipeline.open`).
+
+    Each :meth:`add` must hold every alert of the users it holds (no user may come back in a later part): a part is
+    cut into batches of whole users, each decided with what the previous batches wrote. Batch N+1 is decided (its
+    context read on the store's reader) and phrased while batch N is written and delivered; writes stay in order.
+    :meth:`close` waits for the last write and, for a complete tick, forgets the conditions no batch reported.
+    :meth:`abort` cancels what is still in flight (a failed attempt); it is a no-op after :meth:`close`.
+    """
+
+    def __init__(
+        self, pipeline: AlertPipeline, monitor: str, *, epoch: int, now: datetime, cooldown: timedelta,
+        dry_run: bool, user_id: str | None, scheduled_at: datetime | None, keep: bool,
+        still_leading: Callable[[], bool] | None,
+    ) -> None:
+        self.pipeline, self.monitor, self.epoch, self.now = pipeline, monitor, epoch, now
+        self.cooldown, self.dry_run, self.user_id, self.scheduled_at = cooldown, dry_run, user_id, scheduled_at
+        self.keep, self.still_leading = keep, still_leading
+        self.result = Submitted()
+        self._swept = False
+        self._writing: asyncio.Future[None] | None = None
+        self._phrasing: asyncio.Future[None] | None = None
+
+    async def add(self, alerts: Sequence[Alert] | PackedAlerts, *, last: bool = False, complete: bool = False) -> None:
+        """Decide, store and deliver ``alerts`` (stamped; whole users). ``last`` with ``complete``: nothing more
+        comes, so the final batch's write also forgets the conditions the tick did not report."""
+        self.result.produced += len(alerts)
+        batches = _user_batches(alerts, _strongest_per_fingerprint(alerts), BATCH)
+        for index, chunk in enumerate(batches):
+            sweep = last and complete and index == len(batches) - 1
+            if chunk or sweep:
+                await self._batch([alerts[i] for i in chunk], sweep)
+
+    async def _batch(self, alerts: list[Alert], sweep: bool) -> None:
+        pipeline, monitor = self.pipeline, self.monitor
+        decided = await pipeline.decide(monitor, alerts, self.now, self.cooldown)
+        # One ``inc`` per label set, not per alert: a big tick decides tens of thousands.
+        counted = Counter((d.outcome, d.alert.priority.value) for d in decided)
+        for (decision, priority), count in counted.items():
+            self.result.outcomes[decision] += count
+            outcome = "dry_run" if self.dry_run else decision
+            if outcome != "delivered":  # delivered ones are counted once the sinks have them
+                pipeline.metrics.alerts.labels(monitor, priority, outcome).inc(count)
+        if self.keep:
+            self.result.decisions += decided
+        if self.dry_run:
+            return
+        self._phrasing = asyncio.ensure_future(pipeline._phrase(decided))
+        if self._writing is not None:
+            await self._writing
+        self._swept = self._swept or sweep
+        self._writing = asyncio.ensure_future(pipeline._write(
+            monitor, decided, self.now, self.scheduled_at, sweep, self.user_id, self.epoch, self.still_leading,
+            self._phrasing))
+
+    async def settle(self) -> None:
+        """Wait until what was added so far is stored and delivered."""
+        if self._writing is not None:
+            await self._writing
+
+    async def close(self, complete: bool) -> Submitted:
+        """Wait for the last write; for a ``complete`` tick, resolve what no part reported. Returns the totals."""
+        if complete and not self._swept:
+            await self._batch([], sweep=True)
+        if self._writing is not None:
+            await self._writing
+        return self.result
+
+    async def abort(self) -> None:
+        """Cancel the phrasing and writing still in flight and wait for them to stop."""
+        left = [f for f in (self._phrasing, self._writing) if f is not None and not f.done()]
+        for future in left:
+            future.cancel()
+        if left:
+            await asyncio.wait(left)
+
+
 def stamp(alert: Alert, monitor: str, epoch: int, now: datetime) -> Alert:
     """Fill in what the pipeline owns: monitor, epoch, a sortable id, creation time and (if empty) fingerprint."""
     alert.monitor = monitor
@@ -228,7 +295,7 @@ class Submitted:
         return self.outcomes["delivered"] + self.outcomes["held"]
 
 
-def _strongest_per_fingerprint(alerts: PackedAlerts | list[Alert]) -> list[int]:
+def _strongest_per_fingerprint(alerts: PackedAlerts | Sequence[Alert]) -> list[int]:
     """Indices of one alert per fingerprint (the highest priority), ordered by user then priority (urgent first)."""
     best: dict[str, tuple[int, str, Priority]] = {}
     for index in range(len(alerts)):
@@ -244,7 +311,7 @@ def _strongest_per_fingerprint(alerts: PackedAlerts | list[Alert]) -> list[int]:
     return [index for _, (index, _, _) in ranked]
 
 
-def _user_batches(alerts: PackedAlerts | list[Alert], order: list[int], size: int) -> list[list[int]]:
+def _user_batches(alerts: PackedAlerts | Sequence[Alert], order: list[int], size: int) -> list[list[int]]:
     """``order`` cut into batches of at least ``size`` alerts (the last may be smaller) that never split a user's
     alerts (``order`` is grouped by user). Always at least one batch, so an empty complete tick still sweeps."""
     batches: list[list[int]] = [[]]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import inspect
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -17,14 +17,16 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.abc
 
+from pamd.alerts.book import FencedError
 from pamd.alerts.decide import Decision
+from pamd.alerts.stream import AlertStream
 from pamd.backoff import RETRY_BASE_SECONDS, backoff
 from pamd.coordination.base import Coordinator
 from pamd.jobs import Job
 from pamd.metrics import Metrics
-from pamd.model import Alert, PackedAlerts
+from pamd.model import Alert
 from pamd.monitor import Explanation, MonitorContext
-from pamd.pipeline import AlertPipeline, stamp
+from pamd.pipeline import AlertPipeline
 from pamd.store.base import Store
 
 if TYPE_CHECKING:
@@ -214,15 +216,23 @@ class Runner:
                 providers=self.providers.for_tick() if self.providers is not None else None,
                 explanation=[] if result.explanation is not None else None,
             )
+            now = self.clock()
+            session = self.pipeline.open(
+                job.name, epoch=ctx.epoch, now=now, cooldown=job.cooldown, dry_run=dry_run, user_id=user_id,
+                scheduled_at=scheduled_at, keep=self.keep_decisions, still_leading=self._still_leading(ctx.epoch))
+            # The pipeline takes the alerts of finished users while the monitor goes on (pamd.alerts.stream). A
+            # failed attempt keeps what it already stored and delivered; its retry finds those in cooldown.
+            stream = AlertStream(session, job.name, ctx.epoch, now)
             try:
                 with anyio.fail_after(job.timeout):
-                    # Alerts are buffered per attempt (packed: a big tick's candidates stay small in memory), so a
-                    # failed attempt leaves nothing half-delivered.
-                    alerts = PackedAlerts()
-                    packer = _packer(alerts, job.name, ctx.epoch, self.clock())
-                    await collect(job, ctx, self._is_async[job.name], packer)
+                    await collect(job, ctx, self._is_async[job.name], stream.add)
+                    submitted = await stream.finish(complete=not ctx.degradations)
                 break
+            except FencedError:
+                raise  # the term is over: retrying cannot help, and must not deliver
             except Exception as exc:
+                with anyio.move_on_after(job.timeout):
+                    await stream.settle()
                 if result.attempts > job.retries:
                     raise
                 delay = backoff(result.attempts, self.retry_base_seconds)
@@ -230,15 +240,10 @@ class Runner:
                 log.warning("monitor %s: attempt %d failed (%s); retrying in %.1f s", job.name, result.attempts,
                             _describe(exc), delay, extra={"monitor": job.name})
                 await anyio.sleep(delay)
+            finally:
+                await stream.aclose()
         result.explanation = ctx.explanation
         result.degradations = ctx.degradations
-        try:
-            submitted = await self.pipeline.submit(
-                job.name, alerts, epoch=self.coordinator.epoch, now=self.clock(), cooldown=job.cooldown,
-                dry_run=dry_run, complete=not ctx.degradations, user_id=user_id, scheduled_at=scheduled_at,
-                keep=self.keep_decisions, still_leading=self._still_leading(ctx.epoch))
-        finally:
-            alerts.close()
         result.produced, result.accepted = submitted.produced, submitted.accepted
         result.decisions = submitted.decisions
         result.alerts = [d.alert for d in result.decisions]
@@ -285,13 +290,15 @@ def is_async_monitor(job: Job) -> bool:
 
 
 async def collect(
-    job: Job, ctx: MonitorContext, is_async: bool | None = None, sink: Callable[[Alert], None] | None = None
+    job: Job, ctx: MonitorContext, is_async: bool | None = None,
+    sink: Callable[[Alert], Awaitable[None] | None] | None = None,
 ) -> list[Alert]:
     """Call the monitor and gather its alerts, whatever shape ``run`` returns. With ``sink``, each alert is handed
-    to it as it is produced instead (and the returned list is empty)."""
+    to it as it is produced instead (and the returned list is empty); an awaitable it returns is awaited before
+    the monitor goes on."""
     pamd_running_monitor = job.name  # noqa: F841 - read by pamd.loopwatch to blame a loop stall
     gathered: list[Alert] = []
-    add = sink or gathered.append
+    add: Callable[[Alert], Awaitable[None] | None] = sink or gathered.append
     run = job.monitor.run
     if is_async if is_async is not None else is_async_monitor(job):
         produced: Any = run(ctx)
@@ -303,18 +310,13 @@ async def collect(
         return gathered
     if hasattr(produced, "__aiter__"):
         async for item in produced:
-            add(_check(job, item))
+            if (waiting := add(_check(job, item))) is not None:
+                await waiting
     else:
         for item in produced:
-            add(_check(job, item))
+            if (waiting := add(_check(job, item))) is not None:
+                await waiting
     return gathered
-
-
-def _packer(packed: PackedAlerts, monitor: str, epoch: int, now: datetime) -> Callable[[Alert], None]:
-    def add(alert: Alert) -> None:
-        packed.append(stamp(alert, monitor, epoch, now))
-
-    return add
 
 
 def _check(job: Job, item: object) -> Alert:

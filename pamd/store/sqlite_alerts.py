@@ -87,8 +87,11 @@ class SQLiteAlertQueries(SQLiteBase):
             # Today's counts: per user since their own local midnight, so group users by that instant. ("+state":
             # with many users the planner would otherwise walk the state index over every alert of the day.)
             by_midnight: dict[str, list[str]] = {}
+            midnights: dict[str, str] = {}  # per timezone name: a batch has thousands of users and few zones
             for user in chunk:
-                midnight = format_ts(local_midnight(now, zone(ctx.timezones.get(user, "UTC"))))
+                name = ctx.timezones.get(user, "UTC")
+                if (midnight := midnights.get(name)) is None:
+                    midnight = midnights[name] = format_ts(local_midnight(now, zone(name)))
                 by_midnight.setdefault(midnight, []).append(user)
             for midnight, group in by_midnight.items():
                 sql = (f"SELECT user_id, monitor, COUNT(*) AS n FROM pam_alerts WHERE user_id IN ({_marks(len(group))})"
@@ -149,7 +152,7 @@ class SQLiteAlertQueries(SQLiteBase):
             a = d.alert
             if not d.accepted:
                 continue
-            created = format_ts(a.created_at or now)
+            created = stamp if a.created_at is None or a.created_at == now else format_ts(a.created_at)
             alerts.append((a.id, a.user_id, a.monitor, a.kind, a.priority.value, a.title, a.body,
                            msgspec.json.encode(a.facts).decode(), msgspec.json.encode(a.actions).decode(),
                            a.fingerprint, a.epoch, "held" if d.outcome == "held" else "pending", tick, created,
