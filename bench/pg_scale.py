@@ -53,12 +53,12 @@ def _count_rows() -> None:
 
     async def counted_fetch(self: Any, *args: Any, **kwargs: Any) -> Any:
         rows = await fetch(self, *args, **kwargs)
-        _ROWS[monitors_scale.PHASE[0]] += len(rows)
+        _ROWS[monitors_scale.PHASE.get()] += len(rows)
         return rows
 
     async def counted_fetchrow(self: Any, *args: Any, **kwargs: Any) -> Any:
         row = await fetchrow(self, *args, **kwargs)
-        _ROWS[monitors_scale.PHASE[0]] += row is not None
+        _ROWS[monitors_scale.PHASE.get()] += row is not None
         return row
 
     connection.fetch, connection.fetchrow = counted_fetch, counted_fetchrow
