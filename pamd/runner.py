@@ -6,10 +6,13 @@ A monitor whose ``run`` is a plain (non-async) function runs in a worker thread 
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
+import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -224,9 +227,12 @@ class Runner:
             # failed attempt keeps what it already stored and delivered; its retry finds those in cooldown.
             stream = AlertStream(session, job.name, ctx.epoch, now)
             try:
-                with anyio.fail_after(job.timeout):
+                # The timeout is the monitor's: it stops while the monitor waits for the pipeline, and the rest of
+                # the pipeline's work (AI phrasing included) runs after it.
+                with anyio.fail_after(job.timeout) as scope:
+                    stream.pause = functools.partial(_paused, scope)
                     await collect(job, ctx, self._is_async[job.name], stream.add)
-                    submitted = await stream.finish(complete=not ctx.degradations)
+                submitted = await stream.finish(complete=not ctx.degradations)
                 break
             except FencedError:
                 raise  # the term is over: retrying cannot help, and must not deliver
@@ -317,6 +323,17 @@ async def collect(
             if (waiting := add(_check(job, item))) is not None:
                 await waiting
     return gathered
+
+
+@contextmanager
+def _paused(scope: anyio.CancelScope) -> Iterator[None]:
+    """Stop ``scope``'s clock for the duration: its deadline moves on by the time spent inside."""
+    deadline, started = scope.deadline, anyio.current_time()
+    scope.deadline = math.inf
+    try:
+        yield
+    finally:
+        scope.deadline = deadline + (anyio.current_time() - started)
 
 
 def _check(job: Job, item: object) -> Alert:

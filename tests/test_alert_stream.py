@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import anyio
 import pytest
 
 import pamd
@@ -143,3 +144,26 @@ async def test_a_complete_streamed_tick_resolves_what_it_did_not_report(store: S
     await second.finish(complete=True)
     states = await store._call(lambda c: [r[0] for r in c.execute("SELECT user_id FROM pam_alert_state")])
     assert sorted(states) == USERS[:5]
+
+
+class SlowSink(Recorder):
+    async def deliver(self, alert: Alert) -> None:
+        await anyio.sleep(0.1)
+        await super().deliver(alert)
+
+
+async def test_the_tick_timeout_is_the_monitors_not_the_pipelines(
+    store: SQLiteStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("pamd.alerts.stream.BATCH", 2)
+    sink = SlowSink()
+    job = make_job(Flaky(fail_after=-1), None, retries=0, timeout=0.4)
+    metrics = Metrics()
+    coordinator = LocalCoordinator(str(tmp_path))
+    await coordinator.start()
+    runner = Runner({job.name: job}, AlertPipeline({"recorder": sink}, metrics, book=store), metrics, coordinator,
+                    store, clock=lambda: NOW)
+    result = await runner.run_tick(job, NOW)
+    # 12 deliveries of 0.1 s: three times the timeout, spent waiting for the pipeline or after the monitor ended.
+    assert result.outcome == "success", result.error
+    assert result.duration_seconds > 1.0 and len(sink.got) == len(USERS)

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager, nullcontext
 from datetime import datetime
 
 from pamd.model import Alert, PackedAlerts
@@ -33,10 +34,12 @@ class AlertStream:
     everything."""
 
     def __init__(
-        self, session: TickSubmission, monitor: str, epoch: int, now: datetime, batch: int | None = None
+        self, session: TickSubmission, monitor: str, epoch: int, now: datetime, batch: int | None = None,
+        pause: Callable[[], AbstractContextManager[object]] = nullcontext,
     ) -> None:
         self.session, self.monitor, self.epoch, self.now = session, monitor, epoch, now
         self.batch = batch or BATCH
+        self.pause = pause  # entered while the monitor waits for the pipeline (the runner stops its timeout)
         self._part: list[Alert] = []
         self._user: str | None = None
         self._seen: set[str] = set()
@@ -73,7 +76,8 @@ class AlertStream:
 
     async def _hand_over(self, part: list[Alert]) -> None:
         if self._in_pipeline is not None:
-            await self._in_pipeline  # raises what the previous part raised
+            with self.pause():
+                await self._in_pipeline  # raises what the previous part raised
         self._in_pipeline = asyncio.ensure_future(self.session.add(part))
 
     async def finish(self, complete: bool) -> Submitted:
