@@ -27,6 +27,8 @@ import sqlite3
 from collections.abc import AsyncGenerator, Sequence
 from datetime import datetime
 
+import anyio.to_thread
+
 from pamd.store.records import zone
 from pamd.store.records_budget import BudgetBands, BudgetInput
 from pamd.store.sqlite_base import _INACTIVE_SQL
@@ -85,9 +87,14 @@ q AS MATERIALIZED (
         ELSE date({_clamp("date(p.lo, 'start of month', '+1 year')", "p.dd")}, '-1 day')
     END AS hi
     FROM p
+),
+w AS MATERIALIZED (
+    SELECT q.*, q.hi || '~' AS hx, julianday(q.hi) - julianday(q.lo) + 1 AS days,
+           julianday(q.today) - julianday(q.lo) AS gone
+    FROM q
 )"""
 
-_GOOD = f"COALESCE({_VALID} AND e.date <= j.today, 0)"
+_GOOD = f"COALESCE({_VALID} AND e.date <= w.today, 0)"
 
 # {where}: profile_where()'s clause (its parameters first). Then: the page size; the time zones as JSON
 # ``[[name, local today, fraction of the day], ...]`` (known zones only); high %, pace %, pace minimum days, pace
@@ -121,22 +128,18 @@ b AS MATERIALIZED (
     FROM v
 ),
 {_PERIOD_CTES},
-j AS MATERIALIZED (
-    SELECT r.uid, r.bid, r.amount, r.today, r.frac, q.lo, q.hi, q.cat, r.unknown OR (r.bid IS NOT NULL AND (q.odd
-           OR NOT COALESCE(typeof(r.amount) IN ('integer', 'real') AND r.amount > 0
-                           AND r.amount <= 1.7976931348623157e308, 0))) AS bad
-    FROM r LEFT JOIN q ON r.bid IS NOT NULL AND q.period IS r.period AND q.category IS r.category AND q.s IS r.s
-                          AND q.e IS r.e AND q.today IS r.today
-),
 -- A bad row in the period adds -1e300 (good amounts are 0..1e15), so ``spent`` is negative exactly when the full
 -- stream would skip one of the period's rows.
 spend AS MATERIALIZED (
-    SELECT j.uid, j.bad, j.amount, j.lo, j.today, j.frac, julianday(j.hi) - julianday(j.lo) + 1 AS days,
-           CASE WHEN j.lo IS NOT NULL AND NOT j.bad THEN (
+    SELECT r.uid, w.lo, w.days, min(max(w.gone + r.frac, 0), w.days) AS el, r.amount,
+           r.unknown OR (r.bid IS NOT NULL AND (w.odd OR NOT COALESCE(typeof(r.amount) IN ('integer', 'real')
+               AND r.amount > 0 AND r.amount <= 1.7976931348623157e308, 0))) AS bad,
+           CASE WHEN w.lo IS NOT NULL THEN (
                SELECT total(iif({_GOOD}, e.amount, -1e300)) FROM expenses AS e
-               WHERE e.user_id = j.uid AND e.date >= j.lo AND e.date <= j.hi || '~'
-                     AND (j.cat IS NULL OR lower(trim(e.category)) = j.cat)) END AS spent
-    FROM j
+               WHERE e.user_id = r.uid AND e.date >= w.lo AND e.date <= w.hx
+                     AND (w.cat IS NULL OR lower(trim(e.category)) = w.cat)) END AS spent
+    FROM r LEFT JOIN w ON r.bid IS NOT NULL AND w.period IS r.period AND w.category IS r.category AND w.s IS r.s
+                          AND w.e IS r.e AND w.today IS r.today
 ),
 judged AS (
     SELECT uid, bad OR spent < 0 OR (lo IS NOT NULL AND (
@@ -144,10 +147,10 @@ judged AS (
         OR (el > 0 AND el >= k.min_days - 1e-9 AND el * 100 >= k.min_pct * days - 1e-9
             AND COALESCE(spent, 0) / el * days / amount * 100 >= k.pace - 1e-6)
         OR EXISTS (SELECT 1 FROM expenses AS u WHERE u.user_id = uid AND u.date IS NULL))) AS maybe
-    FROM (SELECT spend.*, min(max(julianday(today) - julianday(lo) + frac, 0), days) AS el FROM spend), k
+    FROM spend, k
 )
 SELECT (SELECT max(id) FROM page), (SELECT count(*) FROM page),
-       (SELECT json_group_array(uid) FROM (SELECT DISTINCT uid FROM judged WHERE maybe ORDER BY uid))
+       (SELECT json_group_array(uid) FROM judged WHERE maybe)
 """
 
 
@@ -173,8 +176,8 @@ class SQLiteBudgetCandidates(SQLiteBudgetQueries):
     ) -> AsyncGenerator[list[BudgetInput], None]:
         """Stream the monitored users with a budget whose current period could be in a band at ``now``, with
         their full inputs (as :meth:`iter_budget_inputs` gives them), at most ``batch_size`` at a time. Users are
-        scanned ``scan_size`` at a time, one statement per page, on the reader thread (the next page is read while
-        the caller works on this one)."""
+        scanned ``scan_size`` at a time, one statement per page, and the candidates read ``batch_size`` at a time,
+        all on the reader thread, each step while the caller works on the previous batch."""
         if batch_size < 1 or scan_size < 1 or top_categories < 0:
             raise ValueError("batch_size and scan_size must be >= 1, top_categories >= 0")
 
@@ -182,19 +185,28 @@ class SQLiteBudgetCandidates(SQLiteBudgetQueries):
             rows = conn.execute("SELECT DISTINCT COALESCE(NULLIF(timezone, ''), 'UTC') FROM profiles").fetchall()
             return _days(now, [row[0] for row in rows])
 
-        days = await self._call(zones)
+        days = await anyio.to_thread.run_sync(self._locked_read, zones)
         limits = (bands.high_pct, bands.pace_pct, bands.pace_min_elapsed_days, bands.pace_min_elapsed_pct)
 
-        def step(conn: sqlite3.Connection, after: str | None) -> tuple[list[BudgetInput], str | None]:
-            where, params = self.profile_where(after, None)
-            cursor = conn.cursor()
-            cursor.row_factory = None
-            last, count, found = cursor.execute(
-                _SCAN_SQL.format(where=where), [*params, scan_size, days, *limits]).fetchone()
-            ids = json.loads(found)
-            batch = self._budget_batch(conn, None, len(ids), None, now, top_categories, ids=ids)[0] if ids else []
-            return batch, last if count == scan_size else None
+        # The scan's position and the candidates still to read live here (the reader thread runs one step at a
+        # time); the key handed back to _keyset only says whether there is more.
+        pending: list[str] = []
+        page: list[str | None] = [None]  # the last id of the page scanned last, None before the first
+        more = [True]
 
-        async for found in self._keyset(step):
-            for start in range(0, len(found), batch_size):
-                yield found[start : start + batch_size]
+        def step(conn: sqlite3.Connection, _: str | None) -> tuple[list[BudgetInput], str | None]:
+            while not pending and more[0]:
+                where, params = self.profile_where(page[0], None)
+                cursor = conn.cursor()
+                cursor.row_factory = None
+                last, count, found = cursor.execute(
+                    _SCAN_SQL.format(where=where), [*params, scan_size, days, *limits]).fetchone()
+                pending.extend(sorted(set(json.loads(found))))
+                page[0], more[0] = last, count == scan_size
+            ids = pending[:batch_size]
+            del pending[:batch_size]
+            batch = self._budget_batch(conn, None, len(ids), None, now, top_categories, ids=ids)[0] if ids else []
+            return batch, "" if pending or more[0] else None
+
+        async for batch in self._keyset(step):
+            yield batch
