@@ -132,8 +132,9 @@ b AS MATERIALIZED (
 -- stream would skip one of the period's rows.
 spend AS MATERIALIZED (
     SELECT r.uid, w.lo, w.days, min(max(w.gone + r.frac, 0), w.days) AS el, r.amount,
-           r.unknown OR (r.bid IS NOT NULL AND (w.odd OR NOT COALESCE(typeof(r.amount) IN ('integer', 'real')
-               AND r.amount > 0 AND r.amount <= 1.7976931348623157e308, 0))) AS bad,
+           r.unknown OR (r.bid IS NOT NULL AND (COALESCE(w.odd, 1) OR NOT COALESCE(
+               typeof(r.amount) IN ('integer', 'real') AND r.amount > 0 AND r.amount <= 1.7976931348623157e308, 0)))
+               AS bad,
            CASE WHEN w.lo IS NOT NULL THEN (
                SELECT total(iif({_GOOD}, e.amount, -1e300)) FROM expenses AS e
                WHERE e.user_id = r.uid AND e.date >= w.lo AND e.date <= w.hx
