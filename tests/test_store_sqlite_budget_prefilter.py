@@ -106,6 +106,13 @@ async def test_demo_candidates_alert_the_same(lite: SQLiteStore, hours: int) -> 
     await assert_same(lite, NOW + timedelta(hours=hours), expect_alerts=hours < 100)
 
 
+async def test_demo_candidates_are_the_alerting_users(lite: SQLiteStore) -> None:
+    await lite.seed_demo(NOW)
+    found = {inp.user_id async for batch in lite.iter_budget_candidates(BANDS, NOW) for inp in batch}
+    everyone = {inp.user_id async for batch in lite.iter_budget_inputs(NOW) for inp in batch}
+    assert found == {u for u, *_ in await budget_alerts(lite, NOW, False)} and len(found) < len(everyone)
+
+
 @pytest.mark.parametrize("now", [datetime(2026, 3, 31, 10, 30, tzinfo=UTC), datetime(2026, 2, 28, 11, 0, tzinfo=UTC),
                                  datetime(2026, 4, 30, 23, 59, 59, tzinfo=UTC), datetime(2026, 12, 31, 12, tzinfo=UTC)])
 async def test_demo_at_month_ends(lite: SQLiteStore, now: datetime) -> None:
