@@ -16,7 +16,7 @@ from typing import Any, Literal
 from pamd.store.records import format_ts, to_sql_value
 from pamd.store.sqlite_alerts import SQLiteAlertQueries
 from pamd.store.sqlite_base import INACTIVE_STATUSES, SQLiteBase, sqlite_path
-from pamd.store.sqlite_budget import SQLiteBudgetQueries
+from pamd.store.sqlite_budget_candidates import SQLiteBudgetCandidates
 from pamd.store.sqlite_context import SQLiteContextQueries
 from pamd.store.sqlite_fuel import SQLiteFuelQueries
 from pamd.store.sqlite_maintenance import SQLiteMaintenanceQueries
@@ -59,7 +59,7 @@ PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
 
 class SQLiteStore(
     SQLiteFuelQueries,
-    SQLiteBudgetQueries,
+    SQLiteBudgetCandidates,
     SQLiteWeatherQueries,
     SQLiteMaintenanceQueries,
     SQLiteContextQueries,

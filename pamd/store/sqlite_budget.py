@@ -143,9 +143,14 @@ class SQLiteBudgetQueries(SQLiteBase):
             yield batch
 
     def _budget_batch(
-        self, conn: sqlite3.Connection, after: str | None, limit: int, user_id: str | None, now: datetime, top: int
+        self, conn: sqlite3.Connection, after: str | None, limit: int, user_id: str | None, now: datetime, top: int,
+        *, ids: list[str] | None = None,
     ) -> tuple[list[BudgetInput], int]:
-        where, params = self.profile_where(after, user_id)
+        # ``ids``: exactly these users (the candidates of pamd.store.sqlite_budget_candidates) instead of a page.
+        if ids is not None:
+            where, params = "id IN (SELECT value FROM json_each(?))", [json.dumps(ids)]
+        else:
+            where, params = self.profile_where(after, user_id)
         cursor = conn.cursor()
         cursor.row_factory = None  # plain tuples: faster than sqlite3.Row
         rows = cursor.execute(_PAGE_SQL.format(where=where, inactive=_INACTIVE_SQL), [*params, limit]).fetchall()
