@@ -9,7 +9,7 @@ pipe (the records are :class:`msgspec.Struct` values: decoding is a fraction of 
 about one page, which keeps the child a page ahead of the monitor and no further. Rows the child skips (bad data)
 come back with their page and are counted and logged by the parent as if read there.
 
-The child (``python -m pamd.store.sqlite_reader``, its requests and pages as length-prefixed frames on its stdin
+The child (:func:`main`, with the parent's import path; its requests and pages as length-prefixed frames on its stdin
 and stdout) is started at the first such scan and kept for the next; a stream that is abandoned before its last page
 (a failed or cancelled tick) stops it, and the next scan starts a new one. A second stream while one is running
 is read the usual way, in a thread.
@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import logging
-import os
 import pickle
 import struct
 import subprocess
@@ -61,9 +61,10 @@ class PageReader:
             return self._process
         # A plain child running this module (not multiprocessing's spawn, which would import the parent's
         # __main__ again); requests and pages are length-prefixed frames on its stdin and stdout.
+        # The parent's import path goes first, so the child runs the same pamd (a checkout, a venv, a zipapp).
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "pamd.store.sqlite_reader"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            env={**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)})
+            [sys.executable, "-c", _BOOT, json.dumps([p for p in sys.path if p])], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE)
         log.debug("sqlite page reader started (pid %s)", self._process.pid)
         return self._process
 
@@ -168,6 +169,10 @@ def serve(requests: IO[bytes], pages: IO[bytes]) -> None:
             _write_frame(pages, encoder.encode(("error", [], skipped, f"{type(exc).__name__}: {exc}")))
 
 
-if __name__ == "__main__":
+def main() -> None:
+    """The child's entry point: serve on stdin and stdout until the parent closes them."""
     with contextlib.suppress(BrokenPipeError, KeyboardInterrupt):
         serve(sys.stdin.buffer, sys.stdout.buffer)
+
+
+_BOOT = "import json, sys; sys.path[:0] = json.loads(sys.argv[1]); from pamd.store.sqlite_reader import main; main()"
