@@ -15,18 +15,25 @@ import sqlite3
 import threading
 from collections import Counter
 from collections.abc import AsyncGenerator, Callable, Iterator
-from contextlib import contextmanager
+from contextlib import aclosing, contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio.to_thread
 
 from pamd.store.records import Profile, finite_or_none
+from pamd.store.sqlite_reader import PageReader
 
 log = logging.getLogger("pamd.store.sqlite")
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+READ_PROCESS_MIN_USERS = 20_000
+"""Profiles from which a full scan is read by a second process (below, spawning it costs more than it saves)."""
+
+RemotePages = tuple[str, tuple[Any, ...], Any]
+"""A scan's pages as the page reader reads them: (store method, its arguments after ``conn, after``, record type)."""
 
 INACTIVE_STATUSES = ("deleted", "disabled", "suspended", "inactive", "banned")
 """Profiles with one of these ``status`` values are never monitored."""
@@ -57,10 +64,19 @@ class SQLiteBase:
     ``skipped_rows`` counts rows ignored because of bad data (NULL where required, negative amounts, unparsable
     timestamps), keyed by table; every skip counts, and each row is logged as a warning once. ``trace``, if given,
     receives every SQL statement executed (see :meth:`sqlite3.Connection.set_trace_callback`).
+
+    A monitor's full scan of a database with at least ``read_process_min_users`` profiles is read by a second
+    process (:mod:`pamd.store.sqlite_reader`); ``read_process=False`` keeps every read in this one.
     """
 
-    def __init__(self, url: str, *, trace: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self, url: str, *, trace: Callable[[str], None] | None = None, read_process: bool = True,
+        read_process_min_users: int = READ_PROCESS_MIN_USERS,
+    ) -> None:
         self.url = url
+        self.read_process = read_process and trace is None
+        self.read_process_min_users = read_process_min_users
+        self._page_reader: PageReader | None = None
         self.path = sqlite_path(url)
         self.skipped_rows: Counter[str] = Counter()
         self._trace = trace
@@ -154,6 +170,8 @@ class SQLiteBase:
                 self._conn = self._reader = None
                 self._closed = True
 
+        if self._page_reader is not None:
+            self._page_reader.stop()
         await anyio.to_thread.run_sync(close)
 
     # -- users, page by page --------------------------------------------------------------------------------
@@ -214,11 +232,23 @@ class SQLiteBase:
             yield batch
 
     async def _keyset(
-        self, step: Callable[[sqlite3.Connection, str | None], tuple[list[R], str | None]]
+        self,
+        step: Callable[[sqlite3.Connection, str | None], tuple[list[R], str | None]],
+        remote: RemotePages | None = None,
     ) -> AsyncGenerator[list[R], None]:
         """Keyset pagination with read-ahead: ``step(conn, after)`` returns a page's records and the key to read
         the next page after (``None`` on the last page). The next page is read in a worker thread while the caller
-        works on this one, so SQLite's own work (it releases the GIL) overlaps the monitor's."""
+        works on this one, so SQLite's own work (it releases the GIL) overlaps the monitor's.
+
+        ``remote``, for a scan of every user: the same pages as ``(method, args, record type)``, where
+        ``method(conn, after, *args)`` is this store's; a big database's are then read by the page reader process
+        (:mod:`pamd.store.sqlite_reader`) if it is free."""
+        reader = await self._free_page_reader() if remote is not None else None
+        if reader is not None and remote is not None:
+            async with aclosing(reader.pages(self.url, *remote, self._skip)) as pages:
+                async for batch in pages:
+                    yield batch
+            return
         loop = asyncio.get_running_loop()
 
         def submit(after: str | None) -> asyncio.Future[tuple[list[R], str | None]]:
@@ -232,6 +262,21 @@ class SQLiteBase:
             pending = submit(after) if after is not None else None
             if batch:
                 yield batch
+
+    async def _free_page_reader(self) -> PageReader | None:
+        """The page reader process, if this store may use one, it is not busy with another stream, and the
+        database is big enough for a second process to pay (counted each time: a few ms for a million users)."""
+        if not self.read_process or self.path == ":memory:":
+            return None
+        if self._page_reader is not None and self._page_reader.busy:
+            return None
+        users = await anyio.to_thread.run_sync(
+            self._locked_read, lambda conn: conn.execute("SELECT count(*) FROM profiles").fetchone()[0])
+        if users < self.read_process_min_users:
+            return None
+        if self._page_reader is None:
+            self._page_reader = PageReader()
+        return self._page_reader
 
     def _page(
         self,

@@ -15,6 +15,7 @@ import functools
 import json
 import sqlite3
 from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
+from contextlib import aclosing
 from datetime import UTC, date, datetime
 from typing import Any, NamedTuple
 
@@ -135,12 +136,22 @@ class SQLiteBudgetQueries(SQLiteBase):
         if batch_size < 1 or top_categories < 0:
             raise ValueError("batch_size must be >= 1 and top_categories >= 0")
 
-        def step(conn: sqlite3.Connection, after: str | None) -> tuple[list[BudgetInput], str | None]:
-            batch, count = self._budget_batch(conn, after, batch_size, user_id, now, top_categories)
-            return batch, batch[-1].user_id if count >= batch_size and batch else None
+        args = (batch_size, user_id, now, top_categories)
 
-        async for batch in self._keyset(step):
-            yield batch
+        def step(conn: sqlite3.Connection, after: str | None) -> tuple[list[BudgetInput], str | None]:
+            return self._budget_page(conn, after, *args)
+
+        remote = ("_budget_page", args, BudgetInput) if user_id is None else None
+        async with aclosing(self._keyset(step, remote)) as pages:  # closed at once: it may hold the page reader
+            async for batch in pages:
+                yield batch
+
+    def _budget_page(
+        self, conn: sqlite3.Connection, after: str | None, batch_size: int, user_id: str | None, now: datetime,
+        top: int,
+    ) -> tuple[list[BudgetInput], str | None]:
+        batch, count = self._budget_batch(conn, after, batch_size, user_id, now, top)
+        return batch, batch[-1].user_id if count >= batch_size and batch else None
 
     def _budget_batch(
         self, conn: sqlite3.Connection, after: str | None, limit: int, user_id: str | None, now: datetime, top: int,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import AsyncGenerator, Callable, Sequence
+from contextlib import aclosing
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -137,12 +138,22 @@ class SQLiteFuelQueries(SQLiteBase):
             raise ValueError("batch_size and max_fills must be at least 1")
         at = now or datetime.now(UTC)
 
-        def step(conn: sqlite3.Connection, after: str | None) -> tuple[list[FuelInput], str | None]:
-            batch, last_id = self._fuel_batch(conn, after, batch_size, user_id, max_fills, at, position_max_age)
-            return batch, last_id if len(batch) == batch_size else None
+        args = (batch_size, user_id, max_fills, at, position_max_age)
 
-        async for batch in self._keyset(step):
-            yield batch
+        def step(conn: sqlite3.Connection, after: str | None) -> tuple[list[FuelInput], str | None]:
+            return self._fuel_page(conn, after, *args)
+
+        remote = ("_fuel_page", args, FuelInput) if user_id is None else None
+        async with aclosing(self._keyset(step, remote)) as pages:  # closed at once: it may hold the page reader
+            async for batch in pages:
+                yield batch
+
+    def _fuel_page(
+        self, conn: sqlite3.Connection, after: str | None, batch_size: int, user_id: str | None, max_fills: int,
+        now: datetime, position_max_age: timedelta,
+    ) -> tuple[list[FuelInput], str | None]:
+        batch, last_id = self._fuel_batch(conn, after, batch_size, user_id, max_fills, now, position_max_age)
+        return batch, last_id if len(batch) == batch_size else None
 
     def _fuel_batch(
         self, conn: sqlite3.Connection, after: str | None, limit: int, user_id: str | None, max_fills: int,
