@@ -12,10 +12,12 @@ from typing import Any
 
 import pytest
 
+from pamd.store.records_budget import BudgetBands
 from pamd.store.sqlite import SQLiteStore
 from pamd.store.sqlite_reader import PageReaderError
 
 NOW = datetime(2026, 3, 15, 12, 0, tzinfo=UTC)
+BANDS = BudgetBands(high_pct=80, pace_pct=110, pace_min_elapsed_days=3, pace_min_elapsed_pct=10)
 USERS = 60
 
 pytestmark = pytest.mark.anyio
@@ -44,7 +46,8 @@ def rows() -> dict[str, list[dict[str, Any]]]:
                                 "period": "monthly"})
         for k in range(2):
             data["expenses"].append({"id": f"e{n:03d}-{k}", "user_id": uid, "category": "fuel",
-                                     "amount": 120.0 + n * k, "date": (NOW - timedelta(days=k + 1)).date()})
+                                     "amount": 120.0 + n * k if n % 2 == 0 else 5.0,  # odd users: far from a band
+                                     "date": (NOW - timedelta(days=k + 1)).date()})
     return data
 
 
@@ -63,8 +66,12 @@ async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
 
 
 async def scan(store: SQLiteStore, what: str, batch: int = 7, stop_after: int | None = None) -> list[Any]:
-    stream = (store.iter_fuel_inputs(batch, now=NOW) if what == "fuel"
-              else store.iter_budget_inputs(NOW, batch))
+    streams = {
+        "fuel": lambda: store.iter_fuel_inputs(batch, now=NOW),
+        "budget": lambda: store.iter_budget_inputs(NOW, batch),
+        "budget candidates": lambda: store.iter_budget_candidates(BANDS, NOW, batch, scan_size=11),
+    }
+    stream = streams[what]()
     pages = []
     async for page in stream:
         pages.append(page)
@@ -74,7 +81,7 @@ async def scan(store: SQLiteStore, what: str, batch: int = 7, stop_after: int | 
     return pages
 
 
-@pytest.mark.parametrize("what", ["fuel", "budget"])
+@pytest.mark.parametrize("what", ["fuel", "budget", "budget candidates"])
 async def test_reader_pages_equal_the_in_process_pages(store: SQLiteStore, tmp_path: Path, what: str) -> None:
     local = SQLiteStore(store.url, read_process=False)
     try:
@@ -84,7 +91,10 @@ async def test_reader_pages_equal_the_in_process_pages(store: SQLiteStore, tmp_p
         await local.aclose()
     assert store._page_reader is not None and store._page_reader.pid is not None  # it really was the reader
     assert remote == expected
-    assert sum(len(p) for p in remote) == USERS and len(remote) == -(-USERS // 7)
+    if what == "budget candidates":  # the users over 80 % of their budget: every other one here
+        assert 0 < sum(len(p) for p in remote) < USERS
+    else:
+        assert sum(len(p) for p in remote) == USERS and len(remote) == -(-USERS // 7)
     assert store.skipped_rows == local.skipped_rows  # the reader's skips are counted here
     if what == "fuel":
         assert store.skipped_rows["fuel_log"] == len(range(0, USERS, 7))

@@ -28,6 +28,7 @@ log = logging.getLogger("pamd.store.sqlite")
 
 T = TypeVar("T")
 R = TypeVar("R")
+K = TypeVar("K")  # the key a keyset page hands to the next: a last id, or a scan's state
 
 READ_PROCESS_MIN_USERS = 20_000
 """Profiles from which a full scan is read by a second process (below, spawning it costs more than it saves)."""
@@ -233,12 +234,13 @@ class SQLiteBase:
 
     async def _keyset(
         self,
-        step: Callable[[sqlite3.Connection, str | None], tuple[list[R], str | None]],
+        step: Callable[[sqlite3.Connection, K | None], tuple[list[R], K | None]],
         remote: RemotePages | None = None,
     ) -> AsyncGenerator[list[R], None]:
         """Keyset pagination with read-ahead: ``step(conn, after)`` returns a page's records and the key to read
-        the next page after (``None`` on the last page). The next page is read in a worker thread while the caller
-        works on this one, so SQLite's own work (it releases the GIL) overlaps the monitor's.
+        the next page after (``None`` on the last page; any picklable value). The next page is read in a worker
+        thread while the caller works on this one, so SQLite's own work (it releases the GIL) overlaps the
+        monitor's.
 
         ``remote``, for a scan of every user: the same pages as ``(method, args, record type)``, where
         ``method(conn, after, *args)`` is this store's; a big database's are then read by the page reader process
@@ -251,12 +253,12 @@ class SQLiteBase:
             return
         loop = asyncio.get_running_loop()
 
-        def submit(after: str | None) -> asyncio.Future[tuple[list[R], str | None]]:
+        def submit(after: K | None) -> asyncio.Future[tuple[list[R], K | None]]:
             future = loop.run_in_executor(None, self._locked_read, step, after)
             future.add_done_callback(_consume)  # a read-ahead nobody awaits (the caller stopped) stays quiet
             return future
 
-        pending: asyncio.Future[tuple[list[R], str | None]] | None = submit(None)
+        pending: asyncio.Future[tuple[list[R], K | None]] | None = submit(None)
         while pending is not None:
             batch, after = await pending
             pending = submit(after) if after is not None else None

@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import AsyncGenerator, Sequence
+from contextlib import aclosing
 from datetime import datetime
 
 import anyio.to_thread
@@ -168,6 +169,10 @@ def _days(now: datetime, names: Sequence[object]) -> str:
     return json.dumps(zones)
 
 
+_Scan = tuple[str | None, tuple[str, ...], bool]
+"""Where a candidate scan stands: the last id scanned, candidates found but not yet read, whether users remain."""
+
+
 class SQLiteBudgetCandidates(SQLiteBudgetQueries):
     """The budget candidates on SQLite (see the module docstring)."""
 
@@ -189,25 +194,32 @@ class SQLiteBudgetCandidates(SQLiteBudgetQueries):
         days = await anyio.to_thread.run_sync(self._locked_read, zones)
         limits = (bands.high_pct, bands.pace_pct, bands.pace_min_elapsed_days, bands.pace_min_elapsed_pct)
 
-        # The scan's position and the candidates still to read live here (the reader thread runs one step at a
-        # time); the key handed back to _keyset only says whether there is more.
-        pending: list[str] = []
-        page: list[str | None] = [None]  # the last id of the page scanned last, None before the first
-        more = [True]
+        args = (days, limits, now, batch_size, top_categories, scan_size)
 
-        def step(conn: sqlite3.Connection, _: str | None) -> tuple[list[BudgetInput], str | None]:
-            while not pending and more[0]:
-                where, params = self.profile_where(page[0], None)
-                cursor = conn.cursor()
-                cursor.row_factory = None
-                last, count, found = cursor.execute(
-                    _SCAN_SQL.format(where=where), [*params, scan_size, days, *limits]).fetchone()
-                pending.extend(sorted(set(json.loads(found))))
-                page[0], more[0] = last, count == scan_size
-            ids = pending[:batch_size]
-            del pending[:batch_size]
-            batch = self._budget_batch(conn, None, len(ids), None, now, top_categories, ids=ids)[0] if ids else []
-            return batch, "" if pending or more[0] else None
+        def step(conn: sqlite3.Connection, after: _Scan | None) -> tuple[list[BudgetInput], _Scan | None]:
+            return self._budget_candidate_page(conn, after, *args)
 
-        async for batch in self._keyset(step):
-            yield batch
+        remote = ("_budget_candidate_page", args, BudgetInput)  # a big database's pages: the page reader's
+        async with aclosing(self._keyset(step, remote)) as pages:
+            async for batch in pages:
+                yield batch
+
+    def _budget_candidate_page(
+        self, conn: sqlite3.Connection, after: _Scan | None, days: str, limits: tuple[float, ...], now: datetime,
+        batch_size: int, top_categories: int, scan_size: int,
+    ) -> tuple[list[BudgetInput], _Scan | None]:
+        """The next ``batch_size`` candidates' inputs, scanning pages of ``scan_size`` users until there are some;
+        ``after`` (``None`` at first) is where the scan stands and the candidates found but not yet read."""
+        last, pending, more = after if after is not None else (None, (), True)
+        found = list(pending)
+        while not found and more:
+            where, params = self.profile_where(last, None)
+            cursor = conn.cursor()
+            cursor.row_factory = None
+            last, count, ids = cursor.execute(
+                _SCAN_SQL.format(where=where), [*params, scan_size, days, *limits]).fetchone()
+            found = sorted(set(json.loads(ids)))
+            more = count == scan_size
+        ids, rest = found[:batch_size], tuple(found[batch_size:])
+        batch = self._budget_batch(conn, None, len(ids), None, now, top_categories, ids=ids)[0] if ids else []
+        return batch, (last, rest, more) if rest or more else None
