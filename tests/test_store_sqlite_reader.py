@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -66,12 +66,13 @@ async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
 
 
 async def scan(store: SQLiteStore, what: str, batch: int = 7, stop_after: int | None = None) -> list[Any]:
-    streams = {
-        "fuel": lambda: store.iter_fuel_inputs(batch, now=NOW),
-        "budget": lambda: store.iter_budget_inputs(NOW, batch),
-        "budget candidates": lambda: store.iter_budget_candidates(BANDS, NOW, batch, scan_size=11),
-    }
-    stream = streams[what]()
+    stream: AsyncGenerator[list[Any], None]
+    if what == "fuel":
+        stream = store.iter_fuel_inputs(batch, now=NOW)
+    elif what == "budget":
+        stream = store.iter_budget_inputs(NOW, batch)
+    else:
+        stream = store.iter_budget_candidates(BANDS, NOW, batch, scan_size=11)
     pages = []
     async for page in stream:
         pages.append(page)
