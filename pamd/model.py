@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import enum
 import hashlib
 import os
@@ -84,9 +85,10 @@ class Alert(msgspec.Struct, kw_only=True):
 
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-_DIGIT_PAIRS = [a + b for a in _CROCKFORD for b in _CROCKFORD]  # every 10-bit value as two Crockford digits
+# base64's RFC 4648 base32 alphabet, mapped to Crockford's: the 80 random bits are encoded in C.
+_FROM_RFC4648 = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", _CROCKFORD.encode())
 _RANDOM_BITS = (1 << 80) - 1
-_last = [-1, 0]  # (millisecond, random part) of the last id: ids made in one millisecond count up from there
+_last = [-1, 0, ""]  # (millisecond, random part, encoded millisecond) of the last id
 _last_lock = threading.Lock()
 
 
@@ -99,13 +101,15 @@ def new_alert_id(now_ms: int | None = None) -> str:
     """
     ms = int(time.time() * 1000) if now_ms is None else now_ms
     with _last_lock:
-        randomness = (_last[1] + 1) & _RANDOM_BITS if _last[0] == ms else int.from_bytes(os.urandom(10), "big")
-        _last[0], _last[1] = ms, randomness
-    value = (ms << 80) | randomness
-    # 26 digits hold 130 bits (the 128-bit value with two leading zero bits): 13 pairs of 10 bits, most significant
-    # first.
-    pairs = _DIGIT_PAIRS
-    return "".join([pairs[(value >> shift) & 1023] for shift in range(120, -1, -10)])
+        if _last[0] == ms:
+            randomness = (_last[1] + 1) & _RANDOM_BITS  # type: ignore[operator]
+            prefix = _last[2]
+        else:
+            randomness = int.from_bytes(os.urandom(10), "big")
+            # 10 digits of 5 bits for the 48-bit time (the first holds the top 3 bits), most significant first.
+            prefix = "".join(_CROCKFORD[(ms >> shift) & 31] for shift in range(45, -1, -5))
+        _last[0], _last[1], _last[2] = ms, randomness, prefix
+    return f"{prefix}{base64.b32encode(randomness.to_bytes(10, 'big')).translate(_FROM_RFC4648).decode()}"
 
 
 class PackedAlerts:

@@ -151,10 +151,11 @@ def format_ts(value: datetime) -> str:
 
     The fixed width keeps text ordering equal to time ordering. A naive ``datetime`` is taken to be UTC.
     """
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    value = value.astimezone(UTC)
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    if value.tzinfo is not UTC:
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    if value.year < 1000:  # isoformat pads years to four digits as strftime does not everywhere: keep one format
+        return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    return value.isoformat(timespec="milliseconds")[:-6] + "Z"  # "+00:00" -> "Z"
 
 
 def parse_ts(value: object) -> datetime | None:
