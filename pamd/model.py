@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import enum
 import hashlib
 import os
@@ -85,10 +84,15 @@ class Alert(msgspec.Struct, kw_only=True):
 
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-# base64's RFC 4648 base32 alphabet, mapped to Crockford's: the 80 random bits are encoded in C.
-_FROM_RFC4648 = bytes.maketrans(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", _CROCKFORD.encode())
+_DIGIT_PAIRS = [a + b for a in _CROCKFORD for b in _CROCKFORD]  # every 10-bit value as two Crockford digits
 _RANDOM_BITS = (1 << 80) - 1
-_last = [-1, 0, ""]  # (millisecond, random part, encoded millisecond) of the last id
+class _LastId:
+    """The millisecond, random part and encoded millisecond of the last id made."""
+
+    ms, randomness, prefix = -1, 0, ""
+
+
+_last = _LastId()
 _last_lock = threading.Lock()
 
 
@@ -101,15 +105,16 @@ def new_alert_id(now_ms: int | None = None) -> str:
     """
     ms = int(time.time() * 1000) if now_ms is None else now_ms
     with _last_lock:
-        if _last[0] == ms:
-            randomness = (_last[1] + 1) & _RANDOM_BITS  # type: ignore[operator]
-            prefix = _last[2]
+        if _last.ms == ms:
+            randomness = (_last.randomness + 1) & _RANDOM_BITS
+            prefix = _last.prefix
         else:
             randomness = int.from_bytes(os.urandom(10), "big")
             # 10 digits of 5 bits for the 48-bit time (the first holds the top 3 bits), most significant first.
             prefix = "".join(_CROCKFORD[(ms >> shift) & 31] for shift in range(45, -1, -5))
-        _last[0], _last[1], _last[2] = ms, randomness, prefix
-    return f"{prefix}{base64.b32encode(randomness.to_bytes(10, 'big')).translate(_FROM_RFC4648).decode()}"
+        _last.ms, _last.randomness, _last.prefix = ms, randomness, prefix
+    pairs = _DIGIT_PAIRS  # the 80 random bits: 8 pairs of 10 bits, most significant first
+    return prefix + "".join([pairs[(randomness >> shift) & 1023] for shift in range(70, -1, -10)])
 
 
 class PackedAlerts:
