@@ -40,8 +40,7 @@ def _check_urls(config: Config) -> None:
     from pamd.coordination import open_coordinator
     from pamd.store import open_store
 
-    for key, opener in ((("store", "url"), lambda: open_store(config.store_url,
-                                                                       tables=config.store.table_maps())),
+    for key, opener in ((("store", "url"), lambda: open_store(config.store_url, **config.store.options())),
                         (("coordination", "url"), lambda: open_coordinator(
                             config.coordination.url, config.coordination.prefix, str(config.state_dir)))):
         try:

@@ -180,7 +180,7 @@ def _with_store(args: argparse.Namespace, action: Callable[[Store], Awaitable[T]
     config.state_dir.mkdir(parents=True, exist_ok=True)
 
     async def go() -> T:
-        store = open_store(config.store_url, tables=config.store.table_maps())
+        store = open_store(config.store_url, **config.store.options())
         try:
             await store.migrate()
             return await action(store)

@@ -66,11 +66,22 @@ class StoreSection(_Section):
     seed_demo: bool | None = None
     tables: dict[str, TableSection] = msgspec.field(default_factory=dict)
 
+    supabase_url: str = ""  # https://<project>.supabase.co: the Supabase store, over its REST API
+    supabase_key_env: str = "SUPABASE_SERVICE_ROLE_KEY"  # the variable holding the service-role key (never config)
+    # SQLite: a full scan of at least this many users is read by a second process (0: never)
+    read_process_min_users: int = 20_000
+
+    def __post_init__(self) -> None:
+        if self.read_process_min_users < 0:
+            raise ValueError("read_process_min_users must be >= 0 (0: never read in a second process)")
+
     def table_maps(self) -> dict[str, TableMap]:
         """``tables`` as the store takes them."""
         return {name: TableMap(t.name, dict(t.columns)) for name, t in self.tables.items()}
-    supabase_url: str = ""  # https://<project>.supabase.co: the Supabase store, over its REST API
-    supabase_key_env: str = "SUPABASE_SERVICE_ROLE_KEY"  # the variable holding the service-role key (never config)
+
+    def options(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`pamd.store.open_store` that this section sets."""
+        return {"tables": self.table_maps(), "read_process_min_users": self.read_process_min_users}
 
 
 class CoordinationSection(_Section):

@@ -126,8 +126,7 @@ class Daemon:
     async def _open_backends(self, assembly: Assembly) -> None:
         config = assembly.config
         config.state_dir.mkdir(parents=True, exist_ok=True)
-        self.store = await prepare_store(config.store_url, config.seeds_demo,
-                                         tables=config.store.table_maps())
+        self.store = await prepare_store(config.store_url, config.seeds_demo, **config.store.options())
         self.metrics.watch_store(self.store)
         self.book = open_alert_book(config, self.store)
         self.coordinator = open_coordinator(config.coordination.url, config.coordination.prefix,

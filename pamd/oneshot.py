@@ -34,7 +34,7 @@ async def one_shot_runner(assembly: Assembly, *, deliver: bool) -> AsyncIterator
     """A runner over the configured store and providers; sinks only when ``deliver``."""
     config = assembly.config
     config.state_dir.mkdir(parents=True, exist_ok=True)
-    store = await prepare_store(config.store_url, config.seeds_demo, tables=config.store.table_maps())
+    store = await prepare_store(config.store_url, config.seeds_demo, **config.store.options())
     coordinator = open_coordinator(config.coordination.url, config.coordination.prefix, str(config.state_dir))
     metrics = Metrics()
     book = open_alert_book(config, store)

@@ -122,3 +122,17 @@ def test_demo_users_go_only_into_an_empty_sqlite_store_unless_asked(tmp_path: Pa
                             ('seed_demo = false', False)):
         path.write_text(f"[store]\n{store}\n")
         assert load_config(path, environ={}).seeds_demo is expected, store
+
+
+def test_sqlite_read_process_threshold_reaches_the_store(tmp_path: Path) -> None:
+    from pamd.store import open_store
+    from pamd.store.sqlite import SQLiteStore
+
+    config = load(tmp_path, "[store]\nread_process_min_users = 0\n")
+    store = open_store(config.store_url, **config.store.options())  # type: ignore[attr-defined]
+    assert isinstance(store, SQLiteStore) and not store.read_process
+    config = load(tmp_path, "[store]\nread_process_min_users = 500\n")
+    store = open_store(config.store_url, **config.store.options())  # type: ignore[attr-defined]
+    assert isinstance(store, SQLiteStore) and store.read_process and store.read_process_min_users == 500
+    message = error_of(tmp_path, "[store]\nread_process_min_users = -1\n")
+    assert "read_process_min_users" in message and "config.toml" in message
