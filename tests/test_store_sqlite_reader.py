@@ -151,3 +151,30 @@ async def test_a_reader_error_is_raised_in_the_parent(tmp_path: Path) -> None:
             await scan(broken, "fuel")
     finally:
         await broken.aclose()
+
+
+@pytest.mark.parametrize("what", ["weather", "maintenance", "context"])
+async def test_reader_pages_of_the_other_monitors_equal_the_in_process_pages(tmp_path: Path, what: str) -> None:
+    url = f"sqlite:///{tmp_path}/demo.db"
+    seeded = SQLiteStore(url)
+    await seeded.migrate()
+    await seeded.seed_demo(NOW)
+    await seeded.aclose()
+    remote, local = SQLiteStore(url, read_process_min_users=1), SQLiteStore(url, read_process=False)
+
+    def stream(store: SQLiteStore) -> AsyncGenerator[list[Any], None]:
+        if what == "weather":
+            return store.iter_weather_inputs(NOW.date(), (NOW + timedelta(days=16)).date(), 3)
+        if what == "maintenance":
+            return store.iter_maintenance_inputs(3, now=NOW)
+        return store.iter_context_inputs(NOW, 3)
+
+    try:
+        expected = [page async for page in stream(local)]
+        got = [page async for page in stream(remote)]
+        assert remote._page_reader is not None and remote._page_reader.pid is not None
+    finally:
+        await remote.aclose()
+        await local.aclose()
+    assert got == expected and len(expected) > 1
+    assert remote.skipped_rows == local.skipped_rows

@@ -215,22 +215,30 @@ class SQLiteBase:
         return profiles[0] if profiles else None
 
     async def _pages(
-        self,
-        fetch: Callable[[sqlite3.Connection, list[Profile]], list[R]],
-        batch_size: int,
-        user_id: str | None,
-    ) -> AsyncGenerator[list[R], None]:
-        """Stream users ``batch_size`` at a time: each page of profiles is handed to ``fetch(conn, profiles)``
-        (in the worker thread, under the lock), which loads their rows and returns the records to yield."""
+        self, fetch: str, args: tuple[Any, ...], record: Any, batch_size: int, user_id: str | None
+    ) -> AsyncGenerator[list[Any], None]:
+        """Stream users ``batch_size`` at a time: each page of profiles is handed to this store's method named
+        ``fetch``, called ``fetch(conn, profiles, *args)`` (in the worker thread, under the lock, or in the page
+        reader process for a big full scan), which loads their rows and returns the ``record`` values to yield."""
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
+        page = (fetch, args, batch_size, user_id)
 
-        def step(conn: sqlite3.Connection, after: str | None) -> tuple[list[R], str | None]:
-            profiles, batch = self._page(conn, after, batch_size, user_id, fetch)
-            return batch, profiles[-1].user_id if len(profiles) == batch_size else None
+        def step(conn: sqlite3.Connection, after: str | None) -> tuple[list[Any], str | None]:
+            return self._fetched_page(conn, after, *page)
 
-        async for batch in self._keyset(step):
-            yield batch
+        remote = ("_fetched_page", page, record) if user_id is None else None
+        async with aclosing(self._keyset(step, remote)) as pages:
+            async for batch in pages:
+                yield batch
+
+    def _fetched_page(
+        self, conn: sqlite3.Connection, after: str | None, fetch: str, args: tuple[Any, ...], batch_size: int,
+        user_id: str | None,
+    ) -> tuple[list[Any], str | None]:
+        profiles = self._profiles(conn, after, batch_size, user_id)
+        batch = getattr(self, fetch)(conn, profiles, *args) if profiles else []
+        return batch, profiles[-1].user_id if len(profiles) == batch_size else None
 
     async def _keyset(
         self,
@@ -279,17 +287,6 @@ class SQLiteBase:
         if self._page_reader is None:
             self._page_reader = PageReader()
         return self._page_reader
-
-    def _page(
-        self,
-        conn: sqlite3.Connection,
-        after: str | None,
-        limit: int,
-        user_id: str | None,
-        fetch: Callable[[sqlite3.Connection, list[Profile]], list[R]],
-    ) -> tuple[list[Profile], list[R]]:
-        profiles = self._profiles(conn, after, limit, user_id)
-        return profiles, (fetch(conn, profiles) if profiles else [])
 
 
 def _consume(future: asyncio.Future[Any]) -> None:

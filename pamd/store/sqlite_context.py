@@ -104,10 +104,7 @@ class SQLiteContextQueries(SQLiteBase):
         until, since = now + timedelta(hours=lookahead_hours), now - timedelta(hours=history_hours)
         track = (since, moving_speed_kmh, max_gap_minutes)
 
-        def fetch(conn: sqlite3.Connection, profiles: list[Profile]) -> list[ContextInput]:
-            return self._context_batch(conn, profiles, now, until, track)
-
-        async for batch in self._pages(fetch, batch_size, user_id):
+        async for batch in self._pages("_context_batch", (now, until, track), ContextInput, batch_size, user_id):
             yield batch
 
     def _context_batch(

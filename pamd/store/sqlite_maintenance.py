@@ -66,10 +66,8 @@ class SQLiteMaintenanceQueries(SQLiteBase):
         """
         at = now or datetime.now(UTC)
 
-        def fetch(conn: sqlite3.Connection, profiles: list[Profile]) -> list[MaintenanceInput]:
-            return self._maintenance_batch(conn, profiles, at, position_max_age, max_records, max_fills)
-
-        async for batch in self._pages(fetch, batch_size, user_id):
+        args = (at, position_max_age, max_records, max_fills)
+        async for batch in self._pages("_maintenance_batch", args, MaintenanceInput, batch_size, user_id):
             yield batch
 
     def _maintenance_batch(

@@ -51,11 +51,7 @@ class SQLiteWeatherQueries(SQLiteBase):
         coordinates out of range) are skipped and counted; a trip without coordinates is kept as is.
         """
         bounds = (first.isoformat(), last.isoformat())
-
-        def fetch(conn: sqlite3.Connection, profiles: list[Profile]) -> list[WeatherInput]:
-            return self._weather_batch(conn, profiles, *bounds)
-
-        async for batch in self._pages(fetch, batch_size, user_id):
+        async for batch in self._pages("_weather_batch", bounds, WeatherInput, batch_size, user_id):
             yield batch
 
     def _weather_batch(
