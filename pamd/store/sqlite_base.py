@@ -172,7 +172,7 @@ class SQLiteBase:
                 self._closed = True
 
         if self._page_reader is not None:
-            self._page_reader.stop()
+            self._page_reader.close()
         await anyio.to_thread.run_sync(close)
 
     # -- users, page by page --------------------------------------------------------------------------------

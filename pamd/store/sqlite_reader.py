@@ -17,6 +17,8 @@ is read the usual way, in a thread.
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
 import functools
 import json
@@ -50,6 +52,9 @@ class PageReader:
     def __init__(self) -> None:
         self._process: subprocess.Popen[bytes] | None = None
         self.busy = False
+        # One thread receives every frame: allocations spread over the pool's many threads would each take a
+        # malloc arena of their own and keep its freed memory.
+        self._receiver = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="pamd-sqlite-pages")
 
     @property
     def pid(self) -> int | None:
@@ -87,7 +92,7 @@ class PageReader:
             except OSError as exc:
                 raise PageReaderError(f"the sqlite page reader died ({exc})") from exc
             while True:
-                blob = await anyio.to_thread.run_sync(_read_frame, process.stdout)
+                blob = await asyncio.wrap_future(self._receiver.submit(_read_frame, process.stdout))
                 if blob is None:
                     raise PageReaderError(f"the sqlite page reader died (exit status {process.wait()})")
                 kind, records, skipped, error = decoder.decode(blob)
@@ -105,6 +110,11 @@ class PageReader:
             self.busy = False
             if not finished:
                 self.stop()  # it is still sending this stream's pages: a new one starts clean
+
+    def close(self) -> None:
+        """Stop the child and the receiving thread (the store is closing)."""
+        self.stop()
+        self._receiver.shutdown(wait=False)
 
     def stop(self) -> None:
         """Stop the child (it holds no state worth keeping: a read-only connection)."""
