@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import AsyncGenerator, Callable, Iterator
 from contextlib import aclosing, contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import anyio.to_thread
 
@@ -222,13 +222,22 @@ class SQLiteBase:
         reader process for a big full scan), which loads their rows and returns the ``record`` values to yield."""
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
-        page = (fetch, args, batch_size, user_id)
+        pages = self._method_pages("_fetched_page", (fetch, args, batch_size, user_id), record, user_id is None)
+        async with aclosing(pages):
+            async for batch in pages:
+                yield batch
 
-        def step(conn: sqlite3.Connection, after: str | None) -> tuple[list[Any], str | None]:
-            return self._fetched_page(conn, after, *page)
+    async def _method_pages(
+        self, method: str, args: tuple[Any, ...], record: Any, remote: bool
+    ) -> AsyncGenerator[list[Any], None]:
+        """The keyset pages of this store's ``method(conn, after, *args)`` (see :meth:`_keyset`); with ``remote``
+        (a scan of every user), read by the page reader process if the database is big enough."""
 
-        remote = ("_fetched_page", page, record) if user_id is None else None
-        async with aclosing(self._keyset(step, remote)) as pages:
+        def step(conn: sqlite3.Connection, after: Any) -> tuple[list[Any], Any]:
+            return cast(tuple[list[Any], Any], getattr(self, method)(conn, after, *args))
+
+        pages = self._keyset(step, (method, args, record) if remote else None)
+        async with aclosing(pages):  # closed at once, not when collected: it may hold the page reader
             async for batch in pages:
                 yield batch
 

@@ -136,13 +136,9 @@ class SQLiteBudgetQueries(SQLiteBase):
         if batch_size < 1 or top_categories < 0:
             raise ValueError("batch_size must be >= 1 and top_categories >= 0")
 
-        args = (batch_size, user_id, now, top_categories)
-
-        def step(conn: sqlite3.Connection, after: str | None) -> tuple[list[BudgetInput], str | None]:
-            return self._budget_page(conn, after, *args)
-
-        remote = ("_budget_page", args, BudgetInput) if user_id is None else None
-        async with aclosing(self._keyset(step, remote)) as pages:  # closed at once: it may hold the page reader
+        pages = self._method_pages("_budget_page", (batch_size, user_id, now, top_categories), BudgetInput,
+                                   user_id is None)
+        async with aclosing(pages):
             async for batch in pages:
                 yield batch
 

@@ -195,12 +195,8 @@ class SQLiteBudgetCandidates(SQLiteBudgetQueries):
         limits = (bands.high_pct, bands.pace_pct, bands.pace_min_elapsed_days, bands.pace_min_elapsed_pct)
 
         args = (days, limits, now, batch_size, top_categories, scan_size)
-
-        def step(conn: sqlite3.Connection, after: _Scan | None) -> tuple[list[BudgetInput], _Scan | None]:
-            return self._budget_candidate_page(conn, after, *args)
-
-        remote = ("_budget_candidate_page", args, BudgetInput)  # a big database's pages: the page reader's
-        async with aclosing(self._keyset(step, remote)) as pages:
+        pages = self._method_pages("_budget_candidate_page", args, BudgetInput, True)
+        async with aclosing(pages):
             async for batch in pages:
                 yield batch
 

@@ -139,12 +139,8 @@ class SQLiteFuelQueries(SQLiteBase):
         at = now or datetime.now(UTC)
 
         args = (batch_size, user_id, max_fills, at, position_max_age)
-
-        def step(conn: sqlite3.Connection, after: str | None) -> tuple[list[FuelInput], str | None]:
-            return self._fuel_page(conn, after, *args)
-
-        remote = ("_fuel_page", args, FuelInput) if user_id is None else None
-        async with aclosing(self._keyset(step, remote)) as pages:  # closed at once: it may hold the page reader
+        pages = self._method_pages("_fuel_page", args, FuelInput, user_id is None)
+        async with aclosing(pages):
             async for batch in pages:
                 yield batch
 
