@@ -67,22 +67,29 @@ def _ai_counters(registry: Any) -> dict[str, float]:
 
 
 def _instrument(pipeline: Any, phraser: Any, max_tokens: int) -> dict[str, float]:
-    """Wrap ``pipeline.submit`` to compute the naive policy's prompts from the alerts a tick produced (before
-    phrasing rewrites them; its time is taken off the tick's) and ``phraser.phrase_all`` to time it. Returns the
-    figures of the latest tick, which the wrappers update."""
+    """Wrap the pipeline's tick submissions to compute the naive policy's prompts from the alerts a tick produced
+    (each part, before phrasing rewrites them; that time is taken off the tick's) and ``phraser.phrase_all`` to time
+    it. Returns the figures of the latest tick (reset them before each), which the wrappers update."""
     from pamd.ai.prompt import build_prompt
     from pamd.model import PackedAlerts
 
     state = {"naive_input_tokens": 0.0, "naive_seconds": 0.0, "naive_cpu": 0.0, "phrasing_seconds": 0.0}
-    submit, phrase_all = pipeline.submit, phraser.phrase_all
+    open_session, phrase_all = pipeline.open, phraser.phrase_all
 
-    async def naive_then_submit(monitor: str, alerts: Any, **kwargs: Any) -> Any:
-        started, cpu = time.perf_counter(), time.process_time()
-        items = (alerts[i] for i in range(len(alerts))) if isinstance(alerts, PackedAlerts) else alerts
-        state["naive_input_tokens"] = sum(build_prompt([a], max_tokens).input_tokens for a in items)
-        state["naive_seconds"] = time.perf_counter() - started
-        state["naive_cpu"] = time.process_time() - cpu
-        return await submit(monitor, alerts, **kwargs)
+    def naive_open(*args: Any, **kwargs: Any) -> Any:
+        session = open_session(*args, **kwargs)
+        add = session.add
+
+        async def naive_then_add(alerts: Any, **options: Any) -> None:
+            started, cpu = time.perf_counter(), time.process_time()
+            items = (alerts[i] for i in range(len(alerts))) if isinstance(alerts, PackedAlerts) else alerts
+            state["naive_input_tokens"] += sum(build_prompt([a], max_tokens).input_tokens for a in items)
+            state["naive_seconds"] += time.perf_counter() - started
+            state["naive_cpu"] += time.process_time() - cpu
+            await add(alerts, **options)
+
+        session.add = naive_then_add
+        return session
 
     async def timed_phrase_all(alerts: Any) -> None:  # overlaps the pipeline's deciding of the next batch
         started = time.perf_counter()
@@ -91,7 +98,7 @@ def _instrument(pipeline: Any, phraser: Any, max_tokens: int) -> dict[str, float
         finally:
             state["phrasing_seconds"] += time.perf_counter() - started
 
-    pipeline.submit, phraser.phrase_all = naive_then_submit, timed_phrase_all
+    pipeline.open, phraser.phrase_all = naive_open, timed_phrase_all
     return state
 
 
@@ -123,7 +130,8 @@ def child(args: argparse.Namespace) -> None:
         runner = Runner({job.name: job}, pipeline, metrics, coordinator, store, providers=hub, keep_decisions=False)
         ticks = []
         for _ in ("first", "again"):  # the second tick at once: every condition in cooldown
-            before, state["phrasing_seconds"] = _ai_counters(metrics.registry), 0.0
+            before = _ai_counters(metrics.registry)
+            state.update(dict.fromkeys(state, 0.0))
             started, cpu = time.perf_counter(), time.process_time()
             result = await runner.run_tick(job, datetime.now(UTC).replace(microsecond=0))
             seconds = time.perf_counter() - started - state["naive_seconds"]
