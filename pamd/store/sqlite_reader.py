@@ -173,7 +173,7 @@ def serve(requests: IO[bytes], pages: IO[bytes]) -> None:
                 if after is None:
                     break
             _write_frame(pages, encoder.encode(("end", [], [], "")))
-        except (BrokenPipeError, ValueError):  # the parent closed the pipe
+        except BrokenPipeError:  # the parent is gone (or stopped this stream)
             return
         except Exception as exc:  # reported to the parent, whose tick fails and is retried
             _write_frame(pages, encoder.encode(("error", [], skipped, f"{type(exc).__name__}: {exc}")))
