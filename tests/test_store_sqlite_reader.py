@@ -3,6 +3,7 @@ counted in the parent, and a dead or abandoned reader never leaves a tick withou
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 from collections.abc import AsyncGenerator, AsyncIterator
@@ -178,3 +179,20 @@ async def test_reader_pages_of_the_other_monitors_equal_the_in_process_pages(tmp
         await local.aclose()
     assert got == expected and len(expected) > 1
     assert remote.skipped_rows == local.skipped_rows
+
+
+async def test_concurrent_scans_never_share_the_reader(store: SQLiteStore) -> None:
+    local = SQLiteStore(store.url, read_process=False)
+    try:
+        expected = [await scan(local, what) for what in ("fuel", "budget", "budget candidates")]
+    finally:
+        await local.aclose()
+    # Claims made together (each counts the users first): exactly one gets the reader.
+    claims = await asyncio.gather(*(store._claim_page_reader() for _ in range(3)))
+    assert sum(claim is not None for claim in claims) == 1
+    assert store._page_reader is not None and store._page_reader.busy
+    store._page_reader.busy = False
+    # Scans started together: one reads through the reader, the others in this process; all see the same pages.
+    got = await asyncio.gather(scan(store, "fuel"), scan(store, "budget"), scan(store, "budget candidates"))
+    assert list(got) == expected
+    assert not store._page_reader.busy

@@ -262,11 +262,14 @@ class SQLiteBase:
         ``remote``, for a scan of every user: the same pages as ``(method, args, record type)``, where
         ``method(conn, after, *args)`` is this store's; a big database's are then read by the page reader process
         (:mod:`pamd.store.sqlite_reader`) if it is free."""
-        reader = await self._free_page_reader() if remote is not None else None
+        reader = await self._claim_page_reader() if remote is not None else None
         if reader is not None and remote is not None:
-            async with aclosing(reader.pages(self.url, *remote, self._skip)) as pages:
-                async for batch in pages:
-                    yield batch
+            try:
+                async with aclosing(reader.pages(self.url, *remote, self._skip)) as pages:
+                    async for batch in pages:
+                        yield batch
+            finally:
+                reader.busy = False  # also when the stream is dropped before its first page
             return
         loop = asyncio.get_running_loop()
 
@@ -282,9 +285,10 @@ class SQLiteBase:
             if batch:
                 yield batch
 
-    async def _free_page_reader(self) -> PageReader | None:
-        """The page reader process, if this store may use one, it is not busy with another stream, and the
-        database is big enough for a second process to pay (counted each time: a few ms for a million users)."""
+    async def _claim_page_reader(self) -> PageReader | None:
+        """The page reader process, marked busy, if this store may use one, it is not busy with another stream,
+        and the database is big enough for a second process to pay (counted each time: a few ms for a million
+        users). The caller must clear ``busy`` when its stream ends."""
         if not self.read_process or self.path == ":memory:":
             return None
         if self._page_reader is not None and self._page_reader.busy:
@@ -295,6 +299,9 @@ class SQLiteBase:
             return None
         if self._page_reader is None:
             self._page_reader = PageReader()
+        elif self._page_reader.busy:  # claimed by another stream while this one counted
+            return None
+        self._page_reader.busy = True
         return self._page_reader
 
 
