@@ -17,13 +17,12 @@ differently in SQL and Python (surrounding whitespace, non-ASCII letters): the c
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Sequence
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from typing import TYPE_CHECKING
 
 from pamd.store.pg_budget import PostgresBudgetQueries
 from pamd.store.pg_scan import scan_ranges
-from pamd.store.records import zone
-from pamd.store.records_budget import BudgetBands, BudgetInput
+from pamd.store.records_budget import BudgetBands, BudgetInput, zone_day
 from pamd.store.sqlite_base import INACTIVE_STATUSES
 
 if TYPE_CHECKING:
@@ -115,14 +114,8 @@ FROM judged
 def _days(now: datetime, names: Sequence[str]) -> tuple[list[str], list[date], list[float], list[bool]]:
     """For each time zone name: the local date and fraction of the day at ``now`` as the budget monitor computes
     them (an unknown zone is read as UTC, and flagged, so its users come back to have that reported)."""
-    todays, fractions, known = [], [], []
-    for name in names:
-        tz = zone(name)
-        local = now.astimezone(tz or UTC)
-        todays.append(local.date())
-        fractions.append((local.hour * 3600 + local.minute * 60 + local.second) / 86400)
-        known.append(tz is not None)
-    return list(names), todays, fractions, known
+    days = [zone_day(now, name) for name in names]
+    return list(names), [d[0] for d in days], [d[1] for d in days], [d[2] for d in days]
 
 
 class PostgresBudgetCandidates(PostgresBudgetQueries):

@@ -13,12 +13,12 @@ from __future__ import annotations
 import calendar
 import functools
 from collections.abc import AsyncGenerator
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Protocol, runtime_checkable
 
 import msgspec
 
-from pamd.store.records import Units
+from pamd.store.records import Units, zone
 
 RECURRING_PERIODS = ("weekly", "monthly", "yearly")
 """``budgets.period`` values that repeat; any other value with both dates set is an explicit range."""
@@ -189,3 +189,11 @@ def _period(kind: str, start: date | None, end: date | None, today: date) -> Per
     if first > today:
         first = _clamped(today.year - 1, month, day)
     return Period(first, _clamped(first.year + 1, month, day) - timedelta(days=1))
+
+
+def zone_day(now: datetime, name: object) -> tuple[date, float, bool]:
+    """The local date and fraction of the day (whole seconds) at ``now`` in the time zone ``name``, for the stores'
+    budget candidates, and whether the zone is known (an unknown one is read as UTC, as the full stream reads it)."""
+    tz = zone(name) if isinstance(name, str) else None
+    local = now.astimezone(tz or UTC)
+    return local.date(), (local.hour * 3600 + local.minute * 60 + local.second) / 86400, tz is not None

@@ -30,8 +30,7 @@ from datetime import datetime
 
 import anyio.to_thread
 
-from pamd.store.records import zone
-from pamd.store.records_budget import BudgetBands, BudgetInput
+from pamd.store.records_budget import BudgetBands, BudgetInput, zone_day
 from pamd.store.sqlite_base import _INACTIVE_SQL
 from pamd.store.sqlite_budget import _VALID, SQLiteBudgetQueries
 
@@ -161,11 +160,9 @@ def _days(now: datetime, names: Sequence[object]) -> str:
     budget monitor computes them, as JSON (an unknown zone is left out: its users come back to have it reported)."""
     zones = []
     for name in names:
-        tz = zone(name) if isinstance(name, str) else None
-        if tz is not None:
-            local = now.astimezone(tz)
-            fraction = (local.hour * 3600 + local.minute * 60 + local.second) / 86400
-            zones.append([name, local.date().isoformat(), fraction])
+        today, fraction, known = zone_day(now, name)
+        if known:
+            zones.append([name, today.isoformat(), fraction])
     return json.dumps(zones)
 
 
