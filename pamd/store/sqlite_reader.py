@@ -77,12 +77,12 @@ class PageReader:
         self, url: str, method: str, args: tuple[Any, ...], record: Any, skip: Callable[[str, object, str], None]
     ) -> AsyncGenerator[list[Any], None]:
         """Stream the pages of ``SQLiteStore(url).<method>(conn, after, *args)`` (which returns a page's records of
-        type ``record`` and the key to read after, ``None`` on the last page) read by the child."""
+        type ``record`` and the key to read after, ``None`` on the last page) read by the child. The caller has
+        claimed the reader (``busy``) and clears the claim when the stream ends."""
         decoder = _DECODERS.get(record)
         if decoder is None:
             decoder = _DECODERS[record] = msgspec.msgpack.Decoder(
                 tuple[str, list[record], list[tuple[str, str, str]], str])
-        self.busy = True
         finished = False
         try:
             process = await anyio.to_thread.run_sync(self._start)
@@ -107,7 +107,6 @@ class PageReader:
                 if records:
                     yield records
         finally:
-            self.busy = False
             if not finished:
                 self.stop()  # it is still sending this stream's pages: a new one starts clean
 
