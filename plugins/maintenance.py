@@ -31,6 +31,8 @@ from pamd import units
 from pamd.providers import ProviderError
 from pamd.providers.places import describe_places
 from pamd.store.records_maintenance import (
+    MaintenanceBands,
+    MaintenanceCandidateSource,
     MaintenanceInput,
     MaintenanceInputSource,
     MaintenanceRecord,
@@ -304,8 +306,13 @@ class MaintenanceMonitor(pamd.Monitor):
                             f"got {type(store).__name__}")
         cfg = ctx.config if isinstance(ctx.config, MaintenanceConfig) else MaintenanceConfig()
         now = ctx.now()
-        inputs = store.iter_maintenance_inputs(cfg.batch_size, ctx.user_id, now=now,
-                                               position_max_age=timedelta(hours=cfg.position_max_age_hours))
+        max_age = timedelta(hours=cfg.position_max_age_hours)
+        if ctx.user_id is None and not ctx.explaining and isinstance(store, MaintenanceCandidateSource):
+            # Only users with a task that could be due (the store filters in SQL; a superset).
+            bands = MaintenanceBands(due_soon_days=cfg.due_soon_days, due_soon_km=cfg.due_soon_km)
+            inputs = store.iter_maintenance_candidates(bands, cfg.batch_size, now=now, position_max_age=max_age)
+        else:
+            inputs = store.iter_maintenance_inputs(cfg.batch_size, ctx.user_id, now=now, position_max_age=max_age)
         async with aclosing(inputs) as batches:
             async for batch in batches:
                 found: list[tuple[MaintenanceInput, list[Due]]] = []

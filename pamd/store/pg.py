@@ -24,7 +24,7 @@ from pamd.store.pg_base import PostgresBase, pg_ts, split_pg_url
 from pamd.store.pg_budget_candidates import PostgresBudgetCandidates
 from pamd.store.pg_context import PostgresContextQueries
 from pamd.store.pg_fuel_candidates import PostgresFuelCandidates
-from pamd.store.pg_maintenance import PostgresMaintenanceQueries
+from pamd.store.pg_maintenance_candidates import PostgresMaintenanceCandidates
 from pamd.store.pg_weather import PostgresWeatherQueries
 from pamd.store.records import parse_ts, to_sql_value
 from pamd.store.sqlite import PRIMARY_KEYS
@@ -98,7 +98,7 @@ class PostgresStore(
     PostgresFuelCandidates,
     PostgresBudgetCandidates,
     PostgresWeatherQueries,
-    PostgresMaintenanceQueries,
+    PostgresMaintenanceCandidates,
     PostgresContextQueries,
     PostgresOutboxQueries,
     PostgresBase,

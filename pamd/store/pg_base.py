@@ -253,6 +253,11 @@ class PostgresBase:
         sql = _PROFILES_SQL.format(where=where, limit=f"${len(params) + 1}")
         return [self.profile(row) for row in await conn.fetch(sql, *params, limit)]
 
+    async def _profiles_by_id(self, conn: asyncpg.Connection, ids: list[str]) -> list[Profile]:
+        """The monitored profiles among ``ids`` (a candidate scan's users), ordered by id."""
+        sql = _PROFILES_SQL.format(where="id = ANY($1::text[])", limit="$2")
+        return [self.profile(row) for row in await conn.fetch(sql, ids, len(ids))]
+
     # The same normalisation as SQLite's (asyncpg records are read by column name the same way).
     profile = staticmethod(SQLiteBase.profile)
 

@@ -74,3 +74,23 @@ class MaintenanceInputSource(Protocol):
         newest ``user_locations`` row no older than ``position_max_age`` at ``now`` (default: the wall clock),
         else the newest fill-up with coordinates."""
         ...
+
+
+class MaintenanceBands(msgspec.Struct, frozen=True, kw_only=True):
+    """The widest band of the maintenance monitor, for a store that filters candidates (``due_soon_*``)."""
+
+    due_soon_days: int
+    due_soon_km: float
+
+
+@runtime_checkable
+class MaintenanceCandidateSource(Protocol):
+    """A store that can stream only the users with a task that could be due (a superset: the monitor decides)."""
+
+    def iter_maintenance_candidates(
+        self, bands: MaintenanceBands, batch_size: int = 500, *, now: datetime | None = None,
+        position_max_age: timedelta = POSITION_MAX_AGE,
+    ) -> AsyncGenerator[list[MaintenanceInput], None]:
+        """As ``iter_maintenance_inputs`` over every user, but leaving out users none of whose tasks can be due
+        within ``bands`` at ``now``, and users without maintenance records."""
+        ...

@@ -1,0 +1,146 @@
+"""The maintenance monitor's candidates on Postgres: only users with a task that could be due come back.
+
+Per page of users (keyset on ``profiles.id``, ``scan_size`` at a time) one statement takes, for each group of a
+user's records with the same vehicle and task text, the newest record, and keeps the users for whom one of them
+could be in a band (:func:`plugins.maintenance.assess`'s tests, made conservative):
+
+* by date: due on or before the UTC date at ``now`` + 1 (no time zone is ahead of UTC by more than a day) + the
+  band's days;
+* by odometer: due within the band's kilometres of the highest odometer the user has anywhere (any vehicle's own,
+  any fill-up's, any record's), which is at least the vehicle's current odometer as the monitor takes it.
+
+The monitor groups records by the vehicle they resolve to and by :func:`plugins.maintenance.task_key` (synonyms,
+case, punctuation), which merges these groups: the newest record of a merged group is the newest of its own group
+too, so every record the monitor judges is judged here. Users are also brought back, whatever their dates, when the
+full stream would skip and report something of theirs: a bad record (no task, no or a future date, a negative or
+non-finite number, an unknown vehicle), a vehicle's bad odometer, a fill-up without a time or with a bad odometer,
+an unusable newest position, an unknown time zone (which the full stream reports for users without records too).
+The candidates' full inputs are then read as the full stream reads them
+(:meth:`~pamd.store.pg_maintenance.PostgresMaintenanceQueries.iter_maintenance_inputs`), and the monitor decides
+exactly as before. A complete tick resolves every condition it did not produce (:mod:`pamd.pipeline`), so a
+superset is safe; tests/test_store_pg_maintenance_prefilter.py checks that the alerts are those of the full stream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
+
+from pamd.store.pg_maintenance import PostgresMaintenanceQueries, _Rules
+from pamd.store.pg_scan import scan_ranges
+from pamd.store.records import POSITION_MAX_AGE, zone
+from pamd.store.records_maintenance import MaintenanceBands, MaintenanceInput
+from pamd.store.sqlite_base import INACTIVE_STATUSES
+from pamd.store.sqlite_fuel import CLOCK_SKEW
+
+if TYPE_CHECKING:
+    import asyncpg
+
+_BAD = "({0} IS NOT NULL AND NOT ({0} >= 0 AND {0} < 'Infinity'::float8))"  # NaN sorts above Infinity in Postgres
+_GOOD = "CASE WHEN {0} >= 0 AND {0} < 'Infinity'::float8 THEN {0} END"
+
+# {where}: profile_where()'s clause (its parameter first when paging). Then: $a inactive statuses, $b page size,
+# $c unknown time zones, $d the last date a record may have (UTC tomorrow), $e the last due date that could be in
+# a band, $f the band's kilometres, $g the oldest usable position time, $h the newest (now + clock skew).
+_SCAN_SQL = f"""
+WITH page AS (
+    SELECT id, COALESCE(NULLIF(timezone, ''), 'UTC') = ANY(${{c}}::text[]) AS odd_zone FROM profiles
+    WHERE {{where}} AND COALESCE(status, 'active') <> ALL(${{a}}::text[]) ORDER BY id LIMIT ${{b}}
+),
+span AS (SELECT min(id) AS lo, max(id) AS hi, count(*) AS n FROM page),
+r AS MATERIALIZED (
+    SELECT x.* FROM span JOIN maintenance_records AS x ON x.user_id BETWEEN span.lo AND span.hi
+    JOIN page ON page.id = x.user_id
+),
+owners AS (
+    SELECT r.user_id,
+           bool_or(r.task IS NULL OR r.task !~ '[[:alnum:]]' OR r.date IS NULL OR r.date > ${{d}}::date
+                   OR {_BAD.format("r.odometer_km")} OR {_BAD.format("r.cost")}
+                   OR {_BAD.format("r.next_due_odometer_km")}
+                   OR NOT EXISTS (SELECT 1 FROM vehicles AS v WHERE v.user_id = r.user_id
+                                  AND (r.vehicle_id IS NULL OR v.id = r.vehicle_id))) AS odd,
+           max({_GOOD.format("r.odometer_km")}) AS odo
+    FROM r GROUP BY r.user_id
+),
+newest AS (
+    SELECT DISTINCT ON (r.user_id, r.vehicle_id, r.task) r.user_id, r.next_due_date, r.next_due_odometer_km
+    FROM r ORDER BY r.user_id, r.vehicle_id, r.task, r.date DESC NULLS LAST, r.id COLLATE "C" DESC
+),
+judged AS (
+    SELECT p.id AS user_id, p.odd_zone OR (o.user_id IS NOT NULL AND (
+        o.odd OR COALESCE(v.odd, false) OR COALESCE(f.odd, false) OR COALESCE(l.odd, false) OR EXISTS (
+            SELECT 1 FROM newest AS n WHERE n.user_id = o.user_id AND (
+                n.next_due_date <= ${{e}}::date
+                OR n.next_due_odometer_km - greatest(o.odo, v.odo, f.odo) <= ${{f}}::float8 + 1e-6)))) AS maybe
+    FROM page AS p LEFT JOIN owners AS o ON o.user_id = p.id
+    LEFT JOIN LATERAL (
+        SELECT bool_or({_BAD.format("x.odometer_km")}) AS odd, max({_GOOD.format("x.odometer_km")}) AS odo
+        FROM vehicles AS x WHERE x.user_id = o.user_id
+    ) AS v ON true
+    LEFT JOIN LATERAL (
+        SELECT bool_or(x.logged_at IS NULL OR {_BAD.format("x.odometer_km")}) AS odd,
+               max({_GOOD.format("x.odometer_km")}) AS odo
+        FROM fuel_log AS x WHERE x.user_id = o.user_id
+    ) AS f ON true
+    LEFT JOIN LATERAL (
+        SELECT x.recorded_at > ${{h}} OR NOT (x.lat BETWEEN -90 AND 90 AND x.lon BETWEEN -180 AND 180)
+               OR (x.lat = 0 AND x.lon = 0) AS odd
+        FROM user_locations AS x
+        WHERE x.user_id = o.user_id AND x.recorded_at >= ${{g}} AND x.lat IS NOT NULL AND x.lon IS NOT NULL
+        ORDER BY x.recorded_at DESC LIMIT 1
+    ) AS l ON true
+)
+SELECT (SELECT hi FROM span), (SELECT n FROM span),
+       COALESCE(array_agg(user_id ORDER BY user_id) FILTER (WHERE maybe), '{{{{}}}}')
+FROM judged
+"""
+
+
+class PostgresMaintenanceCandidates(PostgresMaintenanceQueries):
+    """:class:`pamd.store.records_maintenance.MaintenanceCandidateSource` on Postgres (see the module docstring)."""
+
+    async def iter_maintenance_candidates(
+        self, bands: MaintenanceBands, batch_size: int = 500, *, now: datetime | None = None,
+        position_max_age: timedelta = POSITION_MAX_AGE, max_records: int = 200, max_fills: int = 30,
+        scan_size: int = 5000, parallel: int = 2,
+    ) -> AsyncGenerator[list[MaintenanceInput], None]:
+        """Stream the monitored users with a task that could be due within ``bands`` at ``now``, with their full
+        inputs (as :meth:`iter_maintenance_inputs` gives them), at most ``batch_size`` at a time. Users are
+        scanned ``scan_size`` at a time in ``parallel`` id ranges side by side
+        (:func:`pamd.store.pg_scan.scan_ranges`). Batches come in id order within a range, not across ranges."""
+        if batch_size < 1 or scan_size < 1:
+            raise ValueError("batch_size and scan_size must be at least 1")
+        at = now or datetime.now(UTC)
+        rules = _Rules(self._skip)
+
+        async def zones(conn: asyncpg.Connection) -> list[str]:
+            return [row[0] for row in await conn.fetch(
+                "SELECT DISTINCT COALESCE(NULLIF(timezone, ''), 'UTC') FROM profiles")]
+
+        unknown = [name for name in await self._call(zones) if zone(name) is None]
+        utc_today = at.astimezone(UTC).date()
+        due_by = utc_today + timedelta(days=1 + bands.due_soon_days)
+
+        async def step(
+            conn: asyncpg.Connection, after: str | None, upto: str | None
+        ) -> tuple[list[MaintenanceInput], str | None]:
+            where, params = self.profile_where(after, None)
+            if upto is not None:
+                params.append(upto)
+                where += f" AND id <= ${len(params)}"
+            names = {key: f"{len(params) + i}" for i, key in enumerate("abcdefgh", start=1)}
+            last, count, ids = await conn.fetchrow(
+                _SCAN_SQL.format(where=where, **names), *params, list(INACTIVE_STATUSES), scan_size, unknown,
+                (at + timedelta(days=1)).date(), due_by, bands.due_soon_km, at - position_max_age,
+                at + CLOCK_SKEW)
+            batch: list[MaintenanceInput] = []
+            if ids:
+                profiles = await self._profiles_by_id(conn, list(ids))
+                batch = await self._maintenance_batch(conn, rules, profiles, at, position_max_age, max_records,
+                                                      max_fills)
+            return batch, last if count == scan_size else None
+
+        async for found in scan_ranges(self, step, parallel):
+            for start in range(0, len(found), batch_size):
+                yield found[start : start + batch_size]
