@@ -67,13 +67,15 @@ newest AS (
     SELECT DISTINCT ON (r.user_id, r.vehicle_id, r.task) r.user_id, r.next_due_date, r.next_due_odometer_km
     FROM r ORDER BY r.user_id, r.vehicle_id, r.task, r.date DESC NULLS LAST, r.id COLLATE "C" DESC
 ),
+soonest AS (  -- per user, the earliest due date and odometer of those records
+    SELECT user_id, min(next_due_date) AS due_date, min(next_due_odometer_km) AS due_km FROM newest GROUP BY user_id
+),
 judged AS (
     SELECT p.id AS user_id, p.odd_zone OR (o.user_id IS NOT NULL AND (
-        o.odd OR COALESCE(v.odd, false) OR COALESCE(f.odd, false) OR COALESCE(l.odd, false) OR EXISTS (
-            SELECT 1 FROM newest AS n WHERE n.user_id = o.user_id AND (
-                n.next_due_date <= ${{e}}::date
-                OR n.next_due_odometer_km - greatest(o.odo, v.odo, f.odo) <= ${{f}}::float8 + 1e-6)))) AS maybe
-    FROM page AS p LEFT JOIN owners AS o ON o.user_id = p.id
+        o.odd OR COALESCE(v.odd, false) OR COALESCE(f.odd, false) OR COALESCE(l.odd, false)
+        OR COALESCE(n.due_date <= ${{e}}::date, false)
+        OR COALESCE(n.due_km - greatest(o.odo, v.odo, f.odo) <= ${{f}}::float8 + 1e-6, false))) AS maybe
+    FROM page AS p LEFT JOIN owners AS o ON o.user_id = p.id LEFT JOIN soonest AS n ON n.user_id = p.id
     LEFT JOIN LATERAL (
         SELECT bool_or({_BAD.format("x.odometer_km")}) AS odd, max({_GOOD.format("x.odometer_km")}) AS odo
         FROM vehicles AS x WHERE x.user_id = o.user_id
