@@ -309,7 +309,7 @@ class MaintenanceMonitor(pamd.Monitor):
         max_age = timedelta(hours=cfg.position_max_age_hours)
         if ctx.user_id is None and not ctx.explaining and isinstance(store, MaintenanceCandidateSource):
             # Only users with a task that could be due (the store filters in SQL; a superset).
-            bands = MaintenanceBands(due_soon_days=cfg.due_soon_days, due_soon_km=cfg.due_soon_km)
+            bands = MaintenanceBands(due_soon_days=cfg.due_soon_days, due_soon_km=cfg.due_soon_km, task_key=task_key)
             inputs = store.iter_maintenance_candidates(bands, cfg.batch_size, now=now, position_max_age=max_age)
         else:
             inputs = store.iter_maintenance_inputs(cfg.batch_size, ctx.user_id, now=now, position_max_age=max_age)

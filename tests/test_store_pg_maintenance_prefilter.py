@@ -32,7 +32,7 @@ else:
 
 NOW = datetime(2026, 3, 15, 12, 0, tzinfo=UTC)
 CFG = mnt.MaintenanceConfig()
-BANDS = MaintenanceBands(due_soon_days=CFG.due_soon_days, due_soon_km=CFG.due_soon_km)
+BANDS = MaintenanceBands(due_soon_days=CFG.due_soon_days, due_soon_km=CFG.due_soon_km, task_key=mnt.task_key)
 Row = dict[str, Any]
 
 pytestmark = pytest.mark.anyio
@@ -242,3 +242,26 @@ async def test_monitor_tick_uses_candidates_and_alerts_as_on_sqlite(lite: SQLite
     single = await run_tick(mnt.MaintenanceMonitor(), config=config, store=pg, now=NOW, retries=0,
                             user_id=keys[0][0][0])
     assert single.outcome == "success" and single.alerts and len(calls) == 1  # one user: the full stream
+
+
+async def test_records_are_grouped_as_the_monitor_groups_them(pg: PostgresStore) -> None:
+    """An old record overdue, then a newer one of the same task under another name (or with the vehicle left out,
+    which is the primary one) not due for months: the task is not due, and the user is left out when the scan
+    knows the monitor's task keys (without them each text is its own task: the user comes back)."""
+    await pg.add_rows("profiles", [{"id": "syn"}, {"id": "nullv"}])
+    await pg.add_rows("vehicles", [{"id": "syn-v", "user_id": "syn", "is_primary": True},
+                                   {"id": "nullv-a", "user_id": "nullv", "is_primary": False},
+                                   {"id": "nullv-b", "user_id": "nullv", "is_primary": True}])
+    old = {"date": "2025-06-01", "next_due_date": "2026-01-01"}
+    new = {"date": "2026-03-01", "next_due_date": "2026-09-01"}
+    await pg.add_rows("maintenance_records", [
+        {"id": "s1", "user_id": "syn", "vehicle_id": "syn-v", "task": "Oil change", **old},
+        {"id": "s2", "user_id": "syn", "vehicle_id": "syn-v", "task": "Engine oil & filter", **new},
+        {"id": "n1", "user_id": "nullv", "vehicle_id": "nullv-b", "task": "Brakes", **old},
+        {"id": "n2", "user_id": "nullv", "vehicle_id": None, "task": "Brakes", **new},
+    ])
+    await assert_same(pg, NOW, expect_due=False)
+    assert await due_tasks(pg, NOW, False) == []
+    assert await candidates(pg, NOW) == set()
+    raw = MaintenanceBands(due_soon_days=CFG.due_soon_days, due_soon_km=CFG.due_soon_km)
+    assert {i.user_id async for b in pg.iter_maintenance_candidates(raw, now=NOW) for i in b} == {"syn"}

@@ -37,16 +37,20 @@ from pamd.store.sqlite_fuel import CLOCK_SKEW
 if TYPE_CHECKING:
     import asyncpg
 
+MAX_TASK_NAMES = 100_000  # distinct task texts mapped to the monitor's keys; beyond, each text is its own group
 _BAD = "({0} IS NOT NULL AND NOT ({0} >= 0 AND {0} < 'Infinity'::float8))"  # NaN sorts above Infinity in Postgres
 _GOOD = "CASE WHEN {0} >= 0 AND {0} < 'Infinity'::float8 THEN {0} END"
 
 # {where}: profile_where()'s clause (its parameter first when paging). Then: $a inactive statuses, $b page size,
-# $c unknown time zones, $d the last date a record may have (UTC tomorrow), $e the last due date that could be in
-# a band, $f the band's kilometres, $g the oldest usable position time, $h the newest (now + clock skew).
+# $c/$d/$e time zones (name, local today, known), $f the last date a record may have (UTC tomorrow), $g/$h the
+# band (days, km), $i/$j the oldest and newest usable position times, $k/$l task names and the monitor's key of each,
+# $m the latest local today anywhere (for a zone added since the list was made).
 _SCAN_SQL = f"""
 WITH page AS (
-    SELECT id, COALESCE(NULLIF(timezone, ''), 'UTC') = ANY(${{c}}::text[]) AS odd_zone FROM profiles
-    WHERE {{where}} AND COALESCE(status, 'active') <> ALL(${{a}}::text[]) ORDER BY id LIMIT ${{b}}
+    SELECT p.id, COALESCE(z.today, ${{m}}::date) AS today, z.known IS NOT TRUE AS odd_zone
+    FROM profiles AS p LEFT JOIN unnest(${{c}}::text[], ${{d}}::date[], ${{e}}::bool[]) AS z(name, today, known)
+        ON z.name = COALESCE(NULLIF(p.timezone, ''), 'UTC')
+    WHERE {{where}} AND COALESCE(p.status, 'active') <> ALL(${{a}}::text[]) ORDER BY p.id LIMIT ${{b}}
 ),
 span AS (SELECT min(id) AS lo, max(id) AS hi, count(*) AS n FROM page),
 r AS MATERIALIZED (
@@ -55,7 +59,7 @@ r AS MATERIALIZED (
 ),
 owners AS (
     SELECT r.user_id,
-           bool_or(r.task IS NULL OR r.task !~ '[[:alnum:]]' OR r.date IS NULL OR r.date > ${{d}}::date
+           bool_or(r.task IS NULL OR r.task !~ '[[:alnum:]]' OR r.date IS NULL OR r.date > ${{f}}::date
                    OR {_BAD.format("r.odometer_km")} OR {_BAD.format("r.cost")}
                    OR {_BAD.format("r.next_due_odometer_km")}
                    OR NOT EXISTS (SELECT 1 FROM vehicles AS v WHERE v.user_id = r.user_id
@@ -63,9 +67,16 @@ owners AS (
            max({_GOOD.format("r.odometer_km")}) AS odo
     FROM r GROUP BY r.user_id
 ),
+keyed AS (  -- the monitor's grouping: the vehicle a record resolves to (NULL: the primary) and the task's key
+    SELECT r.user_id, r.date, r.id, r.next_due_date, r.next_due_odometer_km,
+           COALESCE(r.vehicle_id, (SELECT v.id FROM vehicles AS v WHERE v.user_id = r.user_id
+                                   ORDER BY v.is_primary DESC, v.id COLLATE "C" LIMIT 1)) AS vehicle,
+           COALESCE('k:' || t.key, 'r:' || r.task) AS task
+    FROM r LEFT JOIN unnest(${{k}}::text[], ${{l}}::text[]) AS t(name, key) ON t.name = r.task
+),
 newest AS (
-    SELECT DISTINCT ON (r.user_id, r.vehicle_id, r.task) r.user_id, r.next_due_date, r.next_due_odometer_km
-    FROM r ORDER BY r.user_id, r.vehicle_id, r.task, r.date DESC NULLS LAST, r.id COLLATE "C" DESC
+    SELECT DISTINCT ON (user_id, vehicle, task) user_id, next_due_date, next_due_odometer_km
+    FROM keyed ORDER BY user_id, vehicle, task, date DESC NULLS LAST, id COLLATE "C" DESC
 ),
 soonest AS (  -- per user, the earliest due date and odometer of those records
     SELECT user_id, min(next_due_date) AS due_date, min(next_due_odometer_km) AS due_km FROM newest GROUP BY user_id
@@ -73,8 +84,8 @@ soonest AS (  -- per user, the earliest due date and odometer of those records
 judged AS (
     SELECT p.id AS user_id, p.odd_zone OR (o.user_id IS NOT NULL AND (
         o.odd OR COALESCE(v.odd, false) OR COALESCE(f.odd, false) OR COALESCE(l.odd, false)
-        OR COALESCE(n.due_date <= ${{e}}::date, false)
-        OR COALESCE(n.due_km - greatest(o.odo, v.odo, f.odo) <= ${{f}}::float8 + 1e-6, false))) AS maybe
+        OR COALESCE(n.due_date - p.today <= ${{g}}::int, false)
+        OR COALESCE(n.due_km - greatest(o.odo, v.odo, f.odo) <= ${{h}}::float8 + 1e-6, false))) AS maybe
     FROM page AS p LEFT JOIN owners AS o ON o.user_id = p.id LEFT JOIN soonest AS n ON n.user_id = p.id
     LEFT JOIN LATERAL (
         SELECT bool_or({_BAD.format("x.odometer_km")}) AS odd, max({_GOOD.format("x.odometer_km")}) AS odo
@@ -86,10 +97,10 @@ judged AS (
         FROM fuel_log AS x WHERE x.user_id = o.user_id
     ) AS f ON true
     LEFT JOIN LATERAL (
-        SELECT x.recorded_at > ${{h}} OR NOT (x.lat BETWEEN -90 AND 90 AND x.lon BETWEEN -180 AND 180)
+        SELECT x.recorded_at > ${{j}} OR NOT (x.lat BETWEEN -90 AND 90 AND x.lon BETWEEN -180 AND 180)
                OR (x.lat = 0 AND x.lon = 0) AS odd
         FROM user_locations AS x
-        WHERE x.user_id = o.user_id AND x.recorded_at >= ${{g}} AND x.lat IS NOT NULL AND x.lon IS NOT NULL
+        WHERE x.user_id = o.user_id AND x.recorded_at >= ${{i}} AND x.lat IS NOT NULL AND x.lon IS NOT NULL
         ORDER BY x.recorded_at DESC LIMIT 1
     ) AS l ON true
 )
@@ -116,13 +127,21 @@ class PostgresMaintenanceCandidates(PostgresMaintenanceQueries):
         at = now or datetime.now(UTC)
         rules = _Rules(self._skip)
 
-        async def zones(conn: asyncpg.Connection) -> list[str]:
-            return [row[0] for row in await conn.fetch(
-                "SELECT DISTINCT COALESCE(NULLIF(timezone, ''), 'UTC') FROM profiles")]
+        async def names(conn: asyncpg.Connection) -> tuple[list[str], list[str]]:
+            zones = await conn.fetch("SELECT DISTINCT COALESCE(NULLIF(timezone, ''), 'UTC') FROM profiles")
+            tasks = await conn.fetch("SELECT DISTINCT task FROM maintenance_records WHERE task IS NOT NULL LIMIT $1",
+                                     MAX_TASK_NAMES + 1)
+            return [row[0] for row in zones], [row[0] for row in tasks]
 
-        unknown = [name for name in await self._call(zones) if zone(name) is None]
-        utc_today = at.astimezone(UTC).date()
-        due_by = utc_today + timedelta(days=1 + bands.due_soon_days)
+        zones, tasks = await self._call(names)
+        if bands.task_key is None or len(tasks) > MAX_TASK_NAMES:
+            tasks = []  # each task text is its own group: finer than the monitor's, so still a superset
+        known = [zone(name) for name in zones]
+        days = [at.astimezone(z or UTC).date() for z in known]
+        fixed = (zones, days, [z is not None for z in known], (at + timedelta(days=1)).date(), bands.due_soon_days,
+                 bands.due_soon_km, at - position_max_age, at + CLOCK_SKEW, tasks,
+                 [bands.task_key(t.strip()) for t in tasks] if bands.task_key else [],
+                 (at.astimezone(UTC) + timedelta(days=1)).date())
 
         async def step(
             conn: asyncpg.Connection, after: str | None, upto: str | None
@@ -131,11 +150,9 @@ class PostgresMaintenanceCandidates(PostgresMaintenanceQueries):
             if upto is not None:
                 params.append(upto)
                 where += f" AND id <= ${len(params)}"
-            names = {key: f"{len(params) + i}" for i, key in enumerate("abcdefgh", start=1)}
+            slots = {key: f"{len(params) + i}" for i, key in enumerate("abcdefghijklm", start=1)}
             last, count, ids = await conn.fetchrow(
-                _SCAN_SQL.format(where=where, **names), *params, list(INACTIVE_STATUSES), scan_size, unknown,
-                (at + timedelta(days=1)).date(), due_by, bands.due_soon_km, at - position_max_age,
-                at + CLOCK_SKEW)
+                _SCAN_SQL.format(where=where, **slots), *params, list(INACTIVE_STATUSES), scan_size, *fixed)
             batch: list[MaintenanceInput] = []
             if ids:
                 profiles = await self._profiles_by_id(conn, list(ids))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from datetime import date, datetime, timedelta
 from typing import Protocol, runtime_checkable
 
@@ -77,10 +77,12 @@ class MaintenanceInputSource(Protocol):
 
 
 class MaintenanceBands(msgspec.Struct, frozen=True, kw_only=True):
-    """The widest band of the maintenance monitor, for a store that filters candidates (``due_soon_*``)."""
+    """What a store that filters candidates needs of the maintenance monitor: its widest band (``due_soon_*``) and
+    how it groups task names (``task_key``: records whose keys are equal are one task, the newest one counts)."""
 
     due_soon_days: int
     due_soon_km: float
+    task_key: Callable[[str], str] | None = None
 
 
 @runtime_checkable
