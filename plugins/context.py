@@ -22,7 +22,7 @@ from contextlib import aclosing
 from datetime import datetime
 
 import pamd
-from pamd.store.records_context import ContextInput, ContextInputSource
+from pamd.store.records_context import ContextBounds, ContextCandidateSource, ContextInput, ContextInputSource
 
 from .context_rules import (
     ContextConfig,
@@ -30,15 +30,40 @@ from .context_rules import (
     RuleOutcome,
     driving_rest,
     evening_arrival,
+    freshness,
     leave_by,
     local_now,
+    parse_hhmm,
     whereabouts,
 )
 
-__all__ = ["ContextConfig", "ContextMonitor", "evaluate"]
+__all__ = ["ContextConfig", "ContextMonitor", "bounds", "evaluate"]
 
 HISTORY_HOURS = 27.0
 """Hours of location history read: local midnight is at most 25 hours back (a DST day), plus the fix before it."""
+
+
+def _max_age_minutes(min_confidence: float) -> float | None:
+    """The oldest latest fix (minutes) whose :func:`freshness` can still give ``min_confidence`` (every other
+    factor is at most 1; a hundredth of margin for the rounding of confidences), or ``None`` when any age can."""
+    floor = min_confidence - 0.01
+    longest = round(HISTORY_HOURS * 60)
+    if freshness(longest + 1) >= floor:
+        return None
+    lo, hi = 0, longest  # freshness never rises with age: the last whole minute at or above the floor, plus one
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if freshness(mid) >= floor else (lo, mid - 1)
+    return lo + 1.0
+
+
+def bounds(cfg: ContextConfig) -> ContextBounds:
+    """The thresholds a store needs to leave out users no rule can fire for (:class:`ContextCandidateSource`)."""
+    return ContextBounds(
+        evening_start_minute=parse_hhmm(cfg.evening_start), evening_end_minute=parse_hhmm(cfg.evening_end),
+        max_age_minutes=_max_age_minutes(cfg.min_confidence), max_driving_hours=cfg.max_driving_hours,
+        average_speed_kmh=cfg.average_speed_kmh, road_factor=cfg.road_factor,
+        leave_by_buffer_minutes=cfg.leave_by_buffer_minutes, leave_by_window_hours=cfg.leave_by_window_hours)
 
 
 def evaluate(inp: ContextInput, now: datetime, cfg: ContextConfig,
@@ -83,9 +108,17 @@ class ContextMonitor(pamd.Monitor):
         cfg = ctx.config if isinstance(ctx.config, ContextConfig) else ContextConfig()
         now = ctx.now()
         explain = ctx.explain if ctx.explaining else None
-        batches = store.iter_context_inputs(
-            now, cfg.batch_size, ctx.user_id, lookahead_hours=cfg.event_lookahead_hours, history_hours=HISTORY_HOURS,
-            moving_speed_kmh=cfg.moving_speed_kmh, max_gap_minutes=cfg.max_gap_minutes)
+        if ctx.user_id is None and not ctx.explaining and isinstance(store, ContextCandidateSource):
+            # Only users for whom a rule could fire (the store filters in SQL; a superset).
+            batches = store.iter_context_candidates(
+                bounds(cfg), now, cfg.batch_size, lookahead_hours=cfg.event_lookahead_hours,
+                history_hours=HISTORY_HOURS, moving_speed_kmh=cfg.moving_speed_kmh,
+                max_gap_minutes=cfg.max_gap_minutes)
+        else:
+            batches = store.iter_context_inputs(
+                now, cfg.batch_size, ctx.user_id, lookahead_hours=cfg.event_lookahead_hours,
+                history_hours=HISTORY_HOURS, moving_speed_kmh=cfg.moving_speed_kmh,
+                max_gap_minutes=cfg.max_gap_minutes)
         async with aclosing(batches) as stream:
             async for batch in stream:
                 for inp in batch:

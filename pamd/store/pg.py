@@ -22,7 +22,7 @@ from pamd.store.mapping import TableMap, check_mapping
 from pamd.store.pg_alerts import PostgresOutboxQueries
 from pamd.store.pg_base import PostgresBase, pg_ts, split_pg_url
 from pamd.store.pg_budget_candidates import PostgresBudgetCandidates
-from pamd.store.pg_context import PostgresContextQueries
+from pamd.store.pg_context_candidates import PostgresContextCandidates
 from pamd.store.pg_fuel_candidates import PostgresFuelCandidates
 from pamd.store.pg_maintenance_candidates import PostgresMaintenanceCandidates
 from pamd.store.pg_weather import PostgresWeatherQueries
@@ -99,7 +99,7 @@ class PostgresStore(
     PostgresBudgetCandidates,
     PostgresWeatherQueries,
     PostgresMaintenanceCandidates,
-    PostgresContextQueries,
+    PostgresContextCandidates,
     PostgresOutboxQueries,
     PostgresBase,
 ):

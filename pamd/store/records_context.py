@@ -1,18 +1,20 @@
 """Records of the context monitor: where a user is, their active trips and their upcoming calendar events.
 
 Everything is SI and UTC: coordinates in degrees (WGS84), speeds in km/h, timestamps timezone-aware UTC.
+:class:`ContextBounds` and :func:`zone_clock` serve stores that leave out users no rule can fire for
+(:class:`ContextCandidateSource`).
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Sequence
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Protocol, runtime_checkable
 
 import msgspec
 
 from pamd.geo import great_circle_km
-from pamd.store.records import Units
+from pamd.store.records import Units, zone
 
 
 class LocationPoint(msgspec.Struct, frozen=True, kw_only=True):
@@ -96,6 +98,61 @@ class ContextInputSource(Protocol):
         ``(now, now + lookahead_hours]``; the track of the fixes recorded in ``[now - history_hours, now]``, with
         driving time as :func:`summarize_track` computes it."""
         ...
+
+
+class ContextBounds(msgspec.Struct, frozen=True, kw_only=True):
+    """The context monitor's thresholds, for a store that leaves out users no rule can fire for.
+
+    ``max_age_minutes``: the oldest a latest fix can be and still give a confidence at the monitor's minimum
+    (``None``: any age can). The evening window is in minutes after local midnight (it may wrap past midnight).
+    """
+
+    evening_start_minute: int = 17 * 60
+    evening_end_minute: int = 22 * 60
+    max_age_minutes: float | None = 120.0
+    max_driving_hours: float = 6.0  # when the profile has no limit
+    average_speed_kmh: float = 80.0
+    road_factor: float = 1.2
+    leave_by_buffer_minutes: float = 15.0
+    leave_by_window_hours: float = 3.0
+
+
+@runtime_checkable
+class ContextCandidateSource(Protocol):
+    """A store that can stream only users for whom a context rule could fire (a superset: the monitor decides)."""
+
+    def iter_context_candidates(
+        self,
+        bounds: ContextBounds,
+        now: datetime,
+        batch_size: int = 500,
+        *,
+        lookahead_hours: float = 24.0,
+        history_hours: float = 27.0,
+        moving_speed_kmh: float = 5.0,
+        max_gap_minutes: float = 30.0,
+    ) -> AsyncGenerator[list[ContextInput], None]:
+        """As ``iter_context_inputs`` over every user, but only users with an evening drive on an active trip,
+        a located event near its leave-by time or a long drive today (and those with a row to report)."""
+        ...
+
+
+def zone_clock(now: datetime, name: object, bounds: ContextBounds) -> tuple[float, bool, float, bool]:
+    """For the time zone ``name`` at ``now``: local midnight (POSIX seconds, as the track summary counts driving
+    from it), whether the local time is in the evening window, the hours until the window's next end (when a late
+    arrival begins), and whether the zone is known (an unknown one is read as UTC, as the full stream reads it).
+    The same wall-clock arithmetic as the monitor's rules, for the stores' context candidates."""
+    tz = zone(name) if isinstance(name, str) else None
+    local = now.astimezone(tz or UTC)
+    midnight = datetime.combine(local.date(), time(), tzinfo=local.tzinfo)
+    minute, lo, hi = local.hour * 60 + local.minute, bounds.evening_start_minute, bounds.evening_end_minute
+    evening = lo <= minute < hi if lo <= hi else minute >= lo or minute < hi
+    day = local.date() + timedelta(days=hi // (24 * 60))
+    at = time((hi % (24 * 60)) // 60, hi % 60)
+    late = datetime.combine(day, at, tzinfo=local.tzinfo).astimezone(UTC)
+    if late <= local:
+        late = datetime.combine(day + timedelta(days=1), at, tzinfo=local.tzinfo).astimezone(UTC)
+    return midnight.timestamp(), evening, (late - now) / HOUR, tz is not None
 
 
 def valid_coordinates(lat: float | None, lon: float | None) -> bool:
