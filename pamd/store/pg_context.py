@@ -25,7 +25,7 @@ from collections.abc import AsyncGenerator, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, cast
 
-from pamd.store.pg_base import _PROFILES_SQL, PostgresBase
+from pamd.store.pg_base import PostgresBase
 from pamd.store.records import Profile, format_ts, zone
 from pamd.store.records_context import ActiveTrip, CalendarEvent, ContextInput, Fix, Track
 from pamd.store.sqlite_context import FUTURE_SKEW, MAX_SPEED_KMH, SQLiteContextQueries, _why_bad_fix, summarize_tracks
@@ -112,8 +112,7 @@ class PostgresContextQueries(PostgresBase):
     ) -> list[ContextInput]:
         """The inputs of exactly the monitored users among ``ids`` (the candidates of
         :mod:`pamd.store.pg_context_candidates`), in id order, read as a page of the full stream is read."""
-        sql = _PROFILES_SQL.format(where="id = ANY($1::text[])", limit="$2")
-        profiles = [self.profile(row) for row in await conn.fetch(sql, ids, len(ids))]
+        profiles = await self._profiles_by_id(conn, ids)
         return await self._pg_context_batch(conn, profiles, now, until, track) if profiles else []
 
     async def _pg_context_batch(
