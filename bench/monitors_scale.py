@@ -117,6 +117,7 @@ def run_child(
 
     from pamd.assemble import assemble
     from pamd.coordination.local import LocalCoordinator
+    from pamd.daemon import freeze_startup_heap
     from pamd.metrics import Metrics
     from pamd.pipeline import AlertPipeline
     from pamd.providers import ProviderHub
@@ -146,6 +147,7 @@ def run_child(
 
         pipeline.open = timed_open  # type: ignore[method-assign]
         runner = Runner({job.name: job}, pipeline, metrics, coordinator, store, providers=hub, keep_decisions=False)
+        freeze_startup_heap()  # as the daemon does once started
         rss_before = _rss_mb()
         started = time.perf_counter()
         result = await runner.run_tick(job, datetime.now(UTC).replace(microsecond=0))

@@ -6,6 +6,8 @@ import json
 import shutil
 import signal
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -200,3 +202,25 @@ def test_stuck_tick_does_not_hold_shutdown(tmp_path: Path, port: int, daemons: l
     assert daemon.proc.wait(15) == 0
     assert time.monotonic() - started < 6
     assert ("grace period over" if how == "grace expires" else "again: cancelling running ticks") in daemon.stderr()
+
+
+def test_startup_objects_are_frozen_and_later_garbage_still_collected() -> None:
+    """What the daemon does once started (in a child process: freezing is process-wide)."""
+    code = """
+import gc, weakref
+from pamd.daemon import freeze_startup_heap
+frozen = freeze_startup_heap()
+assert frozen == gc.get_freeze_count() > 10_000, frozen  # pamd's modules, pluggy, msgspec, anyio...
+class Node:
+    pass
+a, b = Node(), Node()
+a.other, b.other = b, a  # a cycle made after the freeze
+gone = weakref.ref(a)
+del a, b
+gc.collect()
+assert gone() is None
+print(frozen)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert int(out.stdout) > 10_000
