@@ -21,7 +21,7 @@ from datetime import date, datetime
 from typing import TYPE_CHECKING
 
 from pamd.store.pg_budget import PostgresBudgetQueries
-from pamd.store.pg_scan import scan_ranges
+from pamd.store.pg_scan import ZONES_SQL, page_where, scan_batches
 from pamd.store.records_budget import BudgetBands, BudgetInput, zone_day
 from pamd.store.sqlite_base import INACTIVE_STATUSES
 
@@ -133,19 +133,14 @@ class PostgresBudgetCandidates(PostgresBudgetQueries):
             raise ValueError("batch_size and scan_size must be >= 1, top_categories >= 0")
 
         async def zones(conn: asyncpg.Connection) -> list[str]:
-            return [row[0] for row in await conn.fetch(
-                "SELECT DISTINCT COALESCE(NULLIF(timezone, ''), 'UTC') FROM profiles")]
+            return [row[0] for row in await conn.fetch(ZONES_SQL)]
 
         days = _days(now, await self._call(zones))
 
         async def step(
             conn: asyncpg.Connection, after: str | None, upto: str | None
         ) -> tuple[list[BudgetInput], str | None]:
-            where, params = self.profile_where(after, None)
-            if upto is not None:
-                params.append(upto)
-                where += f" AND id <= ${len(params)}"
-            names = {key: f"{len(params) + i}" for i, key in enumerate("abcdefghij", start=1)}
+            where, params, names = page_where(self, after, upto, "abcdefghij")
             last, count, ids = await conn.fetchrow(
                 _SCAN_SQL.format(where=where, **names), *params, list(INACTIVE_STATUSES), scan_size, *days,
                 bands.high_pct, bands.pace_pct, bands.pace_min_elapsed_days, bands.pace_min_elapsed_pct)
@@ -154,6 +149,5 @@ class PostgresBudgetCandidates(PostgresBudgetQueries):
                 batch, _ = await self._budget_batch(conn, None, len(ids), None, now, top_categories, ids=list(ids))
             return batch, last if count == scan_size else None
 
-        async for found in scan_ranges(self, step, parallel):
-            for start in range(0, len(found), batch_size):
-                yield found[start : start + batch_size]
+        async for batch in scan_batches(self, step, parallel, batch_size):
+            yield batch

@@ -30,7 +30,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from pamd.store.pg_fuel import PostgresFuelQueries
-from pamd.store.pg_scan import scan_ranges
+from pamd.store.pg_scan import page_where, scan_batches
 from pamd.store.records import POSITION_MAX_AGE, FuelBounds, FuelInput
 from pamd.store.sqlite_base import INACTIVE_STATUSES
 
@@ -150,12 +150,7 @@ class PostgresFuelCandidates(PostgresFuelQueries):
         async def step(
             conn: asyncpg.Connection, after: str | None, upto: str | None
         ) -> tuple[list[FuelInput], str | None]:
-            where, params = self.profile_where(after, None)
-            if upto is not None:
-                params.append(upto)
-                where += f" AND id <= ${len(params)}"
-            n = len(params)
-            names = {key: f"{n + i}" for i, key in enumerate("abcdefghijklmn", start=1)}
+            where, params, names = page_where(self, after, upto, "abcdefghijklmn")
             sql = _SCAN_SQL.format(where=where, **names)
             last, count, ids = await conn.fetchrow(
                 sql, *params, list(INACTIVE_STATUSES), scan_size, at, max_fills, bounds.history_pairs + 1,
@@ -167,6 +162,5 @@ class PostgresFuelCandidates(PostgresFuelQueries):
                                                   ids=list(ids))
             return batch, last if count == scan_size else None
 
-        async for found in scan_ranges(self, step, parallel):
-            for start in range(0, len(found), batch_size):
-                yield found[start : start + batch_size]
+        async for batch in scan_batches(self, step, parallel, batch_size):
+            yield batch

@@ -28,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from pamd.store.pg_maintenance import PostgresMaintenanceQueries, _Rules
-from pamd.store.pg_scan import scan_ranges
+from pamd.store.pg_scan import ZONES_SQL, page_where, scan_batches
 from pamd.store.records import POSITION_MAX_AGE, zone
 from pamd.store.records_maintenance import MaintenanceBands, MaintenanceInput
 from pamd.store.sqlite_base import INACTIVE_STATUSES
@@ -128,7 +128,7 @@ class PostgresMaintenanceCandidates(PostgresMaintenanceQueries):
         rules = _Rules(self._skip)
 
         async def names(conn: asyncpg.Connection) -> tuple[list[str], list[str]]:
-            zones = await conn.fetch("SELECT DISTINCT COALESCE(NULLIF(timezone, ''), 'UTC') FROM profiles")
+            zones = await conn.fetch(ZONES_SQL)
             tasks = await conn.fetch("SELECT DISTINCT task FROM maintenance_records WHERE task IS NOT NULL LIMIT $1",
                                      MAX_TASK_NAMES + 1)
             return [row[0] for row in zones], [row[0] for row in tasks]
@@ -146,11 +146,7 @@ class PostgresMaintenanceCandidates(PostgresMaintenanceQueries):
         async def step(
             conn: asyncpg.Connection, after: str | None, upto: str | None
         ) -> tuple[list[MaintenanceInput], str | None]:
-            where, params = self.profile_where(after, None)
-            if upto is not None:
-                params.append(upto)
-                where += f" AND id <= ${len(params)}"
-            slots = {key: f"{len(params) + i}" for i, key in enumerate("abcdefghijklm", start=1)}
+            where, params, slots = page_where(self, after, upto, "abcdefghijklm")
             last, count, ids = await conn.fetchrow(
                 _SCAN_SQL.format(where=where, **slots), *params, list(INACTIVE_STATUSES), scan_size, *fixed)
             batch: list[MaintenanceInput] = []
@@ -160,6 +156,5 @@ class PostgresMaintenanceCandidates(PostgresMaintenanceQueries):
                                                       max_fills)
             return batch, last if count == scan_size else None
 
-        async for found in scan_ranges(self, step, parallel):
-            for start in range(0, len(found), batch_size):
-                yield found[start : start + batch_size]
+        async for batch in scan_batches(self, step, parallel, batch_size):
+            yield batch

@@ -20,6 +20,9 @@ R = TypeVar("R")
 RangeStep = Callable[[Any, str | None, str | None], Awaitable[tuple[list[R], str | None]]]
 """``async def step(conn, after, upto) -> (records, next_after | None)``: one page of ids in ``(after, upto]``."""
 
+ZONES_SQL = "SELECT DISTINCT COALESCE(NULLIF(timezone, ''), 'UTC') FROM profiles"
+"""Every time zone name the profiles use (an empty or NULL one read as UTC, as the stores read it)."""
+
 _DONE = object()
 
 
@@ -38,6 +41,27 @@ async def range_bounds(store: PostgresBase, parts: int) -> list[str | None]:
         return [*(row[0] for row in rows), None]
 
     return await store._call(query)
+
+
+def page_where(store: PostgresBase, after: str | None, upto: str | None, slots: str) -> tuple[str, list[Any],
+                                                                                        dict[str, str]]:
+    """For a candidate statement's page of ids in ``(after, upto]``: the WHERE clause on ``profiles`` and its
+    parameters, and the placeholder number of each letter of ``slots`` (the statement's own parameters, which
+    follow those, in that order: ``{a}`` in ``$...{a}`` becomes the first one's number)."""
+    where, params = store.profile_where(after, None)
+    if upto is not None:
+        params.append(upto)
+        where += f" AND id <= ${len(params)}"
+    return where, params, {key: f"{len(params) + i}" for i, key in enumerate(slots, start=1)}
+
+
+async def scan_batches(
+    store: PostgresBase, step: RangeStep[R], parallel: int, batch_size: int
+) -> AsyncGenerator[list[R], None]:
+    """:func:`scan_ranges`' pages cut into batches of at most ``batch_size``."""
+    async for found in scan_ranges(store, step, parallel):
+        for start in range(0, len(found), batch_size):
+            yield found[start : start + batch_size]
 
 
 async def scan_ranges(store: PostgresBase, step: RangeStep[R], parts: int = 2) -> AsyncGenerator[list[R], None]:
