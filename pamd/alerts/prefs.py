@@ -6,6 +6,7 @@ monitors; a monitor's own row wins field by field over the ``'*'`` row, which wi
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
 
 import msgspec
@@ -94,7 +95,12 @@ def quiet_until(now: datetime, prefs: Preferences) -> datetime | None:
     start, end = prefs.quiet_start, prefs.quiet_end
     if start is None or end is None or start == end:
         return None
-    tz = prefs.tz
+    return _quiet_until(now, start, end, prefs.timezone)
+
+
+@functools.lru_cache(maxsize=4096)  # a tick decides thousands of alerts at one ``now`` over few zones and windows
+def _quiet_until(now: datetime, start: time, end: time, timezone: str) -> datetime | None:
+    tz = zone(timezone)
     local = now.astimezone(tz)
     today = local.date()
     for day in (today - timedelta(days=1), today):
