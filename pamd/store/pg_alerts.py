@@ -104,9 +104,7 @@ class PostgresAlertQueries(PostgresBase):
                 ctx.preferences.setdefault(pref.user_id, []).append(pref)
             # Today's counts: per user since their own local midnight (computed per time zone name: a batch has
             # thousands of users and few zones).
-            midnights: dict[str, datetime] = {}
-            for name in set(ctx.timezones.values()) | {"UTC"}:
-                midnights[name] = pg_ts(local_midnight(now, zone(name)))
+            midnights = {name: pg_ts(local_midnight(now, zone(name))) for name in {*ctx.timezones.values(), "UTC"}}
             since = [midnights[ctx.timezones.get(user, "UTC")] for user in users]
             for row in await conn.fetch(_SENT_TODAY, users, since, COUNTED_STATES):
                 ctx.sent_today[row["user_id"]] = ctx.sent_today.get(row["user_id"], 0) + row["n"]
