@@ -1,24 +1,28 @@
 """The maintenance monitor's candidates on Postgres: only users with a task that could be due come back.
 
-Per page of users (keyset on ``profiles.id``, ``scan_size`` at a time) one statement takes, for each group of a
-user's records with the same vehicle and task text, the newest record, and keeps the users for whom one of them
-could be in a band (:func:`plugins.maintenance.assess`'s tests, made conservative):
+Per page of users (keyset on ``profiles.id``, ``scan_size`` at a time) one statement groups each user's records as
+the monitor does (by the vehicle a record resolves to, a NULL one being the primary, and by the monitor's task key
+of the task text, :attr:`MaintenanceBands.task_key`, computed in Python for each distinct text and passed in), takes
+the newest record of each group, and keeps the users for whom one of them could be in a band
+(:func:`plugins.maintenance.assess`'s tests, made conservative):
 
-* by date: due on or before the UTC date at ``now`` + 1 (no time zone is ahead of UTC by more than a day) + the
-  band's days;
+* by date: due within the band's days of the user's local date (computed per time zone in Python, as the monitor
+  computes it);
 * by odometer: due within the band's kilometres of the highest odometer the user has anywhere (any vehicle's own,
   any fill-up's, any record's), which is at least the vehicle's current odometer as the monitor takes it.
 
-The monitor groups records by the vehicle they resolve to and by :func:`plugins.maintenance.task_key` (synonyms,
-case, punctuation), which merges these groups: the newest record of a merged group is the newest of its own group
-too, so every record the monitor judges is judged here. Users are also brought back, whatever their dates, when the
-full stream would skip and report something of theirs: a bad record (no task, no or a future date, a negative or
-non-finite number, an unknown vehicle), a vehicle's bad odometer, a fill-up without a time or with a bad odometer,
-an unusable newest position, an unknown time zone (which the full stream reports for users without records too).
-The candidates' full inputs are then read as the full stream reads them
-(:meth:`~pamd.store.pg_maintenance.PostgresMaintenanceQueries.iter_maintenance_inputs`), and the monitor decides
-exactly as before. A complete tick resolves every condition it did not produce (:mod:`pamd.pipeline`), so a
-superset is safe; tests/test_store_pg_maintenance_prefilter.py checks that the alerts are those of the full stream.
+Task texts beyond :data:`MAX_TASK_NAMES`, or a store asked without ``task_key``, group by the text itself: finer
+than the monitor's grouping, so every record the monitor judges is still judged here (the newest of a merged group
+is the newest of its own).
+
+Users are also brought back, whatever their dates, when the full stream would skip and report something of theirs:
+a bad record (no task, no or a future date, a negative or non-finite number, an unknown vehicle), a vehicle's bad
+odometer, a fill-up without a time or with a bad odometer, an unusable newest position, an unknown time zone (which
+the full stream reports for users without records too). The candidates' full inputs are then read as the full
+stream reads them (:meth:`~pamd.store.pg_maintenance.PostgresMaintenanceQueries.iter_maintenance_inputs`), and the
+monitor decides exactly as before. A complete tick resolves every condition it did not produce
+(:mod:`pamd.pipeline`), so a superset is safe; tests/test_store_pg_maintenance_prefilter.py checks that the alerts
+are those of the full stream.
 """
 
 from __future__ import annotations
