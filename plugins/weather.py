@@ -36,7 +36,7 @@ from pamd.providers import ProviderError
 from pamd.providers import weather as om
 from pamd.providers.weather import Cell, DailyForecast, OpenMeteoWeather
 from pamd.store.records import zone
-from pamd.store.records_weather import PlannedTrip, WeatherInput, WeatherInputSource
+from pamd.store.records_weather import PlannedTrip, WeatherCandidateSource, WeatherInput, WeatherInputSource
 
 from .weather_rules import (
     DAY,
@@ -109,7 +109,11 @@ class WeatherMonitor(pamd.Monitor):
         # Every timezone's today is within a day of UTC's; each user's own range is applied below.
         first, last = utc_today - DAY, utc_today + (cfg.horizon_days + 1) * DAY
         provider: OpenMeteoWeather | str | None = None
-        async with aclosing(store.iter_weather_inputs(first, last, cfg.batch_size, ctx.user_id)) as batches:
+        if ctx.user_id is None and not ctx.explaining and isinstance(store, WeatherCandidateSource):
+            inputs = store.iter_weather_candidates(first, last, cfg.batch_size)  # only users with a trip in range
+        else:
+            inputs = store.iter_weather_inputs(first, last, cfg.batch_size, ctx.user_id)
+        async with aclosing(inputs) as batches:
             async for batch in batches:
                 todo = [(inp, trip, today) for inp in batch for today in [_today(inp, now, utc_today)]
                         for trip in self._trips_to_check(ctx, inp, today, cfg)]

@@ -101,8 +101,7 @@ _TRIP = {"destination": "Noosa", "dest_lat": -26.39, "dest_lon": 153.09, "start_
          "end_date": "2026-03-25", "flex_days": 1, "status": "planned"}
 
 
-async def test_bad_rows_are_skipped_and_counted_the_same(lite: SQLiteStore, pg: _Store) -> None:
-    stores = (lite, pg)
+async def _bad_data(stores: Stores) -> None:
     await add(stores, "profiles", [
         {"id": "w1", "timezone": "Australia/Brisbane"},
         {"id": "w2", "timezone": "Mars/Olympus"},  # has a trip: UTC, counted
@@ -134,6 +133,10 @@ async def test_bad_rows_are_skipped_and_counted_the_same(lite: SQLiteStore, pg: 
         {"id": "w5-bad", "user_id": "w5", "flex_days": -1},
     ]
     await add(stores, "trips", [_TRIP | t for t in trips])
+
+
+async def test_bad_rows_are_skipped_and_counted_the_same(lite: SQLiteStore, pg: _Store) -> None:
+    await _bad_data((lite, pg))
     first, last = RANGES[0]
     for batch_size in (1, 3, 500):
         expected = await weather_batches(lite, first, last, batch_size)

@@ -25,7 +25,7 @@ from pamd.store.pg_budget_candidates import PostgresBudgetCandidates
 from pamd.store.pg_context_candidates import PostgresContextCandidates
 from pamd.store.pg_fuel_candidates import PostgresFuelCandidates
 from pamd.store.pg_maintenance_candidates import PostgresMaintenanceCandidates
-from pamd.store.pg_weather import PostgresWeatherQueries
+from pamd.store.pg_weather import PostgresWeatherCandidates
 from pamd.store.records import parse_ts, to_sql_value
 from pamd.store.sqlite import PRIMARY_KEYS
 
@@ -97,7 +97,7 @@ _CONVERTERS: dict[str, Callable[[object], object]] = {
 class PostgresStore(
     PostgresFuelCandidates,
     PostgresBudgetCandidates,
-    PostgresWeatherQueries,
+    PostgresWeatherCandidates,
     PostgresMaintenanceCandidates,
     PostgresContextCandidates,
     PostgresOutboxQueries,

@@ -36,6 +36,12 @@ WHERE user_id = ANY($1::text[]) AND status = 'planned' AND start_date BETWEEN $2
 ORDER BY user_id, start_date, id COLLATE "C"
 """
 
+# The users with a planned trip starting in $1..$2 (the trips statement's own filter), a page of $3 after {after}.
+_TRIP_USERS_SQL = """
+SELECT DISTINCT user_id FROM trips WHERE status = 'planned' AND start_date BETWEEN $1 AND $2{after}
+ORDER BY user_id LIMIT $3
+"""
+
 _COLUMNS = ("id", "user_id", "origin", "destination", "dest_lat", "dest_lon", "start_date", "end_date", "flex_days")
 
 
@@ -91,3 +97,33 @@ class PostgresWeatherQueries(PostgresBase):
         store's rule itself, which reads the row by column name and only calls ``self._skip`` (ours has the same
         signature), so the casts below only tell mypy so."""
         return SQLiteWeatherQueries._trip(cast(SQLiteWeatherQueries, self), cast(Any, _as_sqlite_row(row)))
+
+
+class PostgresWeatherCandidates(PostgresWeatherQueries):
+    """:class:`pamd.store.records_weather.WeatherCandidateSource` on Postgres (not over Supabase's REST, whose
+    functions wrap only the full stream's statements)."""
+
+    async def iter_weather_candidates(
+        self, first: date, last: date, batch_size: int = 500, *, page_size: int = 5000
+    ) -> AsyncGenerator[list[WeatherInput], None]:
+        """As :meth:`iter_weather_inputs` over every user, but only the monitored users with a planned trip starting
+        in ``first..last``, found ``page_size`` at a time from ``trips`` (keyset on ``user_id``) rather than by
+        reading every profile (in the 1,000,000-user benchmark, 125,000 users instead of all). Their inputs, trips
+        and skips are the full stream's: the users left out have no trip to check and no trip row to skip."""
+        if batch_size < 1 or page_size < 1:
+            raise ValueError("batch_size and page_size must be at least 1")
+
+        async def step(conn: asyncpg.Connection, after: str | None) -> tuple[list[WeatherInput], str | None]:
+            if after is None:
+                rows = await conn.fetch(_TRIP_USERS_SQL.format(after=""), first, last, page_size)
+            else:
+                rows = await conn.fetch(_TRIP_USERS_SQL.format(after=" AND user_id > $4"), first, last, page_size,
+                                        after)
+            ids = [str(row[0]) for row in rows]
+            profiles = await self._profiles_by_id(conn, ids) if ids else []
+            batch = await self._weather_batch(conn, profiles, first, last) if profiles else []
+            return batch, ids[-1] if len(ids) == page_size else None
+
+        async for found in self._keyset(step):
+            for start in range(0, len(found), batch_size):
+                yield found[start : start + batch_size]

@@ -57,3 +57,15 @@ class WeatherInputSource(Protocol):
         """Yield users in batches of at most ``batch_size`` (only ``user_id`` when given), each with their planned
         trips whose ``start_date`` is in ``first..last`` (inclusive)."""
         ...
+
+
+@runtime_checkable
+class WeatherCandidateSource(Protocol):
+    """A store that can stream only the users the weather monitor has something to judge for."""
+
+    def iter_weather_candidates(
+        self, first: date, last: date, batch_size: int = 500
+    ) -> AsyncGenerator[list[WeatherInput], None]:
+        """As ``iter_weather_inputs`` over every user, but only the users with at least one planned trip starting
+        in ``first..last`` (the others come with no trips: nothing to check, nothing to skip)."""
+        ...
