@@ -32,6 +32,7 @@ import pytest
 from pamd.metrics import Metrics
 from pamd.pipeline import AlertPipeline
 from pamd.store.pg import PostgresStore
+from pamd.store.pg_scan import fetch_page
 from tests.conftest import PG_URL, free_port
 from tests.test_pipeline import COOLDOWN, Recorder, candidate
 
@@ -361,3 +362,27 @@ async def test_search_path_in_the_url_does_not_pass_through_pgbouncer(
     # So the store refuses the combination outright rather than migrate into the wrong schema.
     with pytest.raises(ValueError, match="search_path cannot be set in the URL behind PgBouncer"):
         PostgresStore(f"{lenient.url}?search_path={schema}&pgbouncer=true")
+
+
+@pytest.mark.anyio
+async def test_candidate_statements_run_without_jit_behind_pgbouncer_too(
+        bouncers: Callable[[str], Bouncer], direct_url: str, stores: list[PostgresStore]) -> None:
+    """Directly each pooled connection turns JIT off; behind PgBouncer no session setting may stay on a shared
+    server connection, so a candidate page turns it off in its own transaction, leaving other statements alone."""
+    bouncer = bouncers(STRICT)
+    pooled = PostgresStore(f"{bouncer.url}?pgbouncer=true", max_size=2)
+    direct = PostgresStore(direct_url)
+    chosen = PostgresStore(f"{direct_url}?jit=on", max_size=2)
+    stores += [pooled, direct, chosen]
+    setting = "SELECT current_setting('jit')"
+
+    async def in_page(store: PostgresStore) -> str:
+        async def run(conn: asyncpg.Connection) -> str:
+            return str((await fetch_page(store, conn, setting))[0])
+
+        return await store._call(run)
+
+    assert [await in_page(s) for s in (pooled, direct)] == ["off", "off"]
+    assert await fetch(pooled, setting) == [("on",)]  # the server's default, untouched by the page's SET LOCAL
+    assert await fetch(direct, setting) == [("off",)]
+    assert await in_page(chosen) == "on"  # the URL's own jit wins

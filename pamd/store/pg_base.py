@@ -113,6 +113,12 @@ class PostgresBase:
     ) -> None:
         self.url = url
         self.dsn, self.pgbouncer = split_pg_url(url)
+        url_sets_jit = "jit" in {k.lower() for k, _ in parse_qsl(urlsplit(self.dsn).query)}
+        # Who turns JIT off (see _setup_connection): each pooled connection, or, behind PgBouncer, where no session
+        # setting may stay on a shared server connection, the statements that need it, in their own transaction
+        # (pamd.store.pg_scan.fetch_page). Neither when the URL sets jit itself.
+        self.jit_off_per_connection = not self.pgbouncer and not url_sets_jit
+        self.jit_off_per_statement = self.pgbouncer and not url_sets_jit
         if max_size < 2:
             raise ValueError("max_size must be at least 2")
         self.command_timeout = command_timeout
@@ -167,7 +173,7 @@ class PostgresBase:
         (more than running it) and 280 ms for the alert pipeline's daily counts. A query, not a startup parameter
         (which a PgBouncer may refuse); not behind ``pgbouncer=true``, where a session setting would stay on a
         server connection other clients share; not if the URL sets ``jit``."""
-        if not self.pgbouncer and "jit" not in {k.lower() for k, _ in parse_qsl(urlsplit(self.dsn).query)}:
+        if self.jit_off_per_connection:
             await conn.execute("SET jit = off")
 
     async def _call(self, func: Callable[..., Awaitable[T]], *args: Any) -> T:

@@ -21,7 +21,7 @@ from datetime import date, datetime
 from typing import TYPE_CHECKING
 
 from pamd.store.pg_budget import PostgresBudgetQueries
-from pamd.store.pg_scan import ZONES_SQL, page_where, scan_batches
+from pamd.store.pg_scan import ZONES_SQL, fetch_page, page_where, scan_batches
 from pamd.store.records_budget import BudgetBands, BudgetInput, zone_day
 from pamd.store.sqlite_base import INACTIVE_STATUSES
 
@@ -141,8 +141,8 @@ class PostgresBudgetCandidates(PostgresBudgetQueries):
             conn: asyncpg.Connection, after: str | None, upto: str | None
         ) -> tuple[list[BudgetInput], str | None]:
             where, params, names = page_where(self, after, upto, "abcdefghij")
-            last, count, ids = await conn.fetchrow(
-                _SCAN_SQL.format(where=where, **names), *params, list(INACTIVE_STATUSES), scan_size, *days,
+            last, count, ids = await fetch_page(
+                self, conn, _SCAN_SQL.format(where=where, **names), *params, list(INACTIVE_STATUSES), scan_size, *days,
                 bands.high_pct, bands.pace_pct, bands.pace_min_elapsed_days, bands.pace_min_elapsed_pct)
             batch: list[BudgetInput] = []
             if ids:

@@ -24,7 +24,8 @@ as the full stream reads them. The confidence factors other than freshness and t
 to the monitor (they only ever remove an alert); the minute of margin covers the leave-by time's rounding.
 
 The statement is cheap (about 40 ms per 5,000 demo-shaped users, of whom 3.8 % come back) but its estimated cost is
-high (the walks of fixes), so it runs with JIT off: compiling it would take longer than running it.
+high (the walks of fixes), so it runs with JIT off (:func:`~pamd.store.pg_scan.fetch_page`): compiling it would take
+longer than running it.
 
 A user also comes back, whatever their data, when the full stream would skip and report something of theirs: a
 fix it cannot use, an active trip or upcoming event with bad coordinates, an unknown time zone.
@@ -38,7 +39,7 @@ from typing import TYPE_CHECKING
 
 from pamd.geo import EARTH_RADIUS_KM
 from pamd.store.pg_context import PostgresContextQueries
-from pamd.store.pg_scan import ZONES_SQL, page_where, scan_batches
+from pamd.store.pg_scan import ZONES_SQL, fetch_page, page_where, scan_batches
 from pamd.store.records_context import ContextBounds, ContextInput, zone_clock
 from pamd.store.sqlite_base import INACTIVE_STATUSES
 from pamd.store.sqlite_context import FUTURE_SKEW, MAX_SPEED_KMH
@@ -187,14 +188,10 @@ class PostgresContextCandidates(PostgresContextQueries):
             conn: asyncpg.Connection, after: str | None, upto: str | None
         ) -> tuple[list[ContextInput], str | None]:
             where, params, keys = page_where(self, after, upto, "abcdefghijklmnopq")
-            async with conn.transaction():
-                # The planner's estimate of the fix walks is far above what a page costs, so JIT would compile
-                # the statement on every page: about 60 ms on top of the 40 ms a page of 5,000 users takes.
-                await conn.execute("SET LOCAL jit = off")
-                last, count, ids = await conn.fetchrow(
-                    _SCAN_SQL.format(where=where, **keys), *params, list(INACTIVE_STATUSES), scan_size, *per_zone,
-                    now, since, now + FUTURE_SKEW, until, oldest, moving_speed_kmh, max_gap_minutes * 60,
-                    bounds.max_driving_hours, per_km, slack)
+            last, count, ids = await fetch_page(
+                self, conn, _SCAN_SQL.format(where=where, **keys), *params, list(INACTIVE_STATUSES), scan_size,
+                *per_zone, now, since, now + FUTURE_SKEW, until, oldest, moving_speed_kmh, max_gap_minutes * 60,
+                bounds.max_driving_hours, per_km, slack)
             batch: list[ContextInput] = []
             if ids:
                 batch = await self._pg_context_ids(conn, list(ids), now, until, track)

@@ -30,7 +30,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from pamd.store.pg_fuel import PostgresFuelQueries
-from pamd.store.pg_scan import page_where, scan_batches
+from pamd.store.pg_scan import fetch_page, page_where, scan_batches
 from pamd.store.records import POSITION_MAX_AGE, FuelBounds, FuelInput
 from pamd.store.sqlite_base import INACTIVE_STATUSES
 
@@ -152,8 +152,8 @@ class PostgresFuelCandidates(PostgresFuelQueries):
         ) -> tuple[list[FuelInput], str | None]:
             where, params, names = page_where(self, after, upto, "abcdefghijklmn")
             sql = _SCAN_SQL.format(where=where, **names)
-            last, count, ids = await conn.fetchrow(
-                sql, *params, list(INACTIVE_STATUSES), scan_size, at, max_fills, bounds.history_pairs + 1,
+            last, count, ids = await fetch_page(
+                self, conn, sql, *params, list(INACTIVE_STATUSES), scan_size, at, max_fills, bounds.history_pairs + 1,
                 bounds.min_l_per_100km, bounds.max_l_per_100km, list(table), list(table.values()), miss,
                 bounds.default_daily_km, bounds.stale_after_days, bounds.below_pct, bounds.fallback_l_per_100km)
             batch: list[FuelInput] = []

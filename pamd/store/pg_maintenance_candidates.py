@@ -32,7 +32,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 from pamd.store.pg_maintenance import PostgresMaintenanceQueries, _Rules
-from pamd.store.pg_scan import ZONES_SQL, page_where, scan_batches
+from pamd.store.pg_scan import ZONES_SQL, fetch_page, page_where, scan_batches
 from pamd.store.records import POSITION_MAX_AGE, zone
 from pamd.store.records_maintenance import MaintenanceBands, MaintenanceInput
 from pamd.store.sqlite_base import INACTIVE_STATUSES
@@ -151,8 +151,8 @@ class PostgresMaintenanceCandidates(PostgresMaintenanceQueries):
             conn: asyncpg.Connection, after: str | None, upto: str | None
         ) -> tuple[list[MaintenanceInput], str | None]:
             where, params, slots = page_where(self, after, upto, "abcdefghijklm")
-            last, count, ids = await conn.fetchrow(
-                _SCAN_SQL.format(where=where, **slots), *params, list(INACTIVE_STATUSES), scan_size, *fixed)
+            last, count, ids = await fetch_page(
+                self, conn, _SCAN_SQL.format(where=where, **slots), *params, list(INACTIVE_STATUSES), scan_size, *fixed)
             batch: list[MaintenanceInput] = []
             if ids:
                 profiles = await self._profiles_by_id(conn, list(ids))

@@ -55,6 +55,17 @@ def page_where(store: PostgresBase, after: str | None, upto: str | None, slots: 
     return where, params, {key: f"{len(params) + i}" for i, key in enumerate(slots, start=1)}
 
 
+async def fetch_page(store: PostgresBase, conn: Any, sql: str, *args: Any) -> Any:
+    """The one row of a candidate statement. Postgres would JIT-compile such a statement on every page (its
+    estimated cost is high), which takes longer than running it: the pool's connections have JIT off, except behind
+    PgBouncer, where it is turned off for this statement's own transaction only (``SET LOCAL``)."""
+    if not store.jit_off_per_statement:
+        return await conn.fetchrow(sql, *args)
+    async with conn.transaction():
+        await conn.execute("SET LOCAL jit = off")
+        return await conn.fetchrow(sql, *args)
+
+
 async def scan_batches(
     store: PostgresBase, step: RangeStep[R], parallel: int, batch_size: int
 ) -> AsyncGenerator[list[R], None]:
