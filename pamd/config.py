@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from pamd.locate import KeyLocator
+from pamd.model import Priority
 from pamd.store.mapping import MappingError, TableMap, check_mapping
 
 DEFAULT_PATHS = (Path("config.toml"), Path("/etc/pamd/config.toml"))
@@ -190,6 +191,9 @@ class AISection(_Section):
     tiers: dict[str, Tier] = msgspec.field(default_factory=lambda: {
         "budget": "analysis", "weather": "analysis", "maintenance": "analysis", "fuel": "fast", "context": "fast"})
     default_tier: Tier = "fast"  # monitors not in ``tiers`` (third-party ones)
+    # Alerts of "analysis" monitors below this priority are phrased by the "fast" tier: the analysis model is kept
+    # for what is high or urgent ("low": every alert keeps its monitor's tier).
+    analysis_min_priority: Priority = Priority.HIGH
     max_concurrency: int = 8  # requests in flight at once, over all providers
     batch_size: int = 10  # alerts of one tick phrased in one request (the instructions are paid once for all)
     cache_size: int = 10_000  # phrasings kept, keyed by (fingerprint, facts, model)

@@ -55,8 +55,9 @@ class Scripted:
         pass
 
 
-def alert(monitor: str = "budget", fingerprint: str = "fp", spent: float = 850.0) -> Alert:
-    return Alert(user_id="u1", kind="budget_high", priority=Priority.HIGH, title="Rule title", body="Rule body.",
+def alert(monitor: str = "budget", fingerprint: str = "fp", spent: float = 850.0,
+          priority: Priority = Priority.HIGH) -> Alert:
+    return Alert(user_id="u1", kind="budget_high", priority=priority, title="Rule title", body="Rule body.",
                  monitor=monitor, fingerprint=fingerprint,
                  facts={"spent": spent, "budget": 1000.0, "percent": spent / 10, "currency": "USD"},
                  actions=[{"action": "view_budget", "label": "View budget"}])
@@ -93,6 +94,30 @@ async def test_the_tier_picks_the_provider_and_the_reply_replaces_the_rule_text(
     assert count(m, "pamd_ai_tokens_total", provider="anthropic", kind="input") == 1000
     assert count(m, "pamd_ai_cost_usd_total", provider="anthropic") == pytest.approx((1000 * 3 + 100 * 15) / 1e6)
     assert count(m, "pamd_ai_cost_usd_total", provider="gemini") == pytest.approx((1000 * 0.3 + 100 * 2.5) / 1e6)
+
+
+async def test_medium_and_low_alerts_of_an_analysis_monitor_take_the_fast_tier() -> None:
+    claude, gemini = Scripted("anthropic"), Scripted("gemini")
+    p, _ = phraser(claude, gemini, batch_size=10)
+    alerts = [alert(fingerprint=f"r{i}", priority=priority) for i, priority in enumerate(Priority)]
+    await p.phrase_all(alerts)
+    # One request per route: low and medium together to Gemini, high and urgent together to Claude.
+    assert (claude.calls, gemini.calls) == (["claude-sonnet-5-5"], ["gemini-3.5-flash"])
+    assert [p.tier("budget", priority) for priority in Priority] == ["fast", "fast", "analysis", "analysis"]
+    assert p.tier("fuel", Priority.URGENT) == "fast"  # a fast monitor's urgent alert is not promoted
+    medium = p.preview(alert(priority=Priority.MEDIUM))
+    assert medium is not None and medium.provider == "gemini"
+    # A failing fast provider sends a medium alert to the analysis one, as any fallback.
+    down = Scripted("gemini", ProviderError("server_error", "boom", status=500))
+    q, _ = phraser(Scripted("anthropic"), down)
+    assert (await q.phrase([alert(priority=Priority.MEDIUM)]))[0] == "anthropic/claude-sonnet-5-5"
+
+
+async def test_analysis_min_priority_low_keeps_every_alert_on_its_monitor_s_tier() -> None:
+    claude, gemini = Scripted("anthropic"), Scripted("gemini")
+    p, _ = phraser(claude, gemini, analysis_min_priority=Priority.LOW)
+    assert (await p.phrase([alert(priority=Priority.LOW)]))[0] == "anthropic/claude-sonnet-5-5"
+    assert gemini.calls == []
 
 
 async def test_fallback_chain_to_the_other_provider_then_to_the_rule_text() -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from pamd.config import ConfigError, effective_config, find_config_path, load_config, parse_listen, redact
+from pamd.model import Priority
 
 
 def load(tmp_path: Path, text: str, env: dict[str, str] | None = None) -> object:
@@ -79,6 +80,10 @@ def test_env_variable_that_is_no_key(tmp_path: Path) -> None:
 def test_bad_enum_and_listen(tmp_path: Path) -> None:
     assert "log.level: invalid enum value 'loud'" in error_of(tmp_path, "[log]\nlevel = 'loud'\n")
     assert "config.toml:2: http.listen: expected HOST:PORT" in error_of(tmp_path, "[http]\nlisten = 'localhost'\n")
+    assert "ai.analysis_min_priority: invalid enum value 'loud'" in error_of(
+        tmp_path, "[ai]\nanalysis_min_priority = 'loud'\n")
+    config = load(tmp_path, "[ai]\nanalysis_min_priority = 'low'\n")
+    assert config.ai.analysis_min_priority is Priority.LOW  # type: ignore[attr-defined]
 
 
 def test_missing_explicit_file(tmp_path: Path) -> None:

@@ -1,10 +1,11 @@
 """Phrasing accepted alerts with a model: routing, fallback, the circuit breaker, the spend cap and the cache.
 
-Each monitor has a tier (``[ai] tiers``); each provider serves one tier (``[ai.<provider>] tier``). An alert goes
-to its tier's provider, then to the other one, then keeps its rule text, which every alert already has: the AI only
-rewrites the words of an alert the pipeline has accepted, so it never decides whether an alert exists, and a reply
-is shown only if :func:`pamd.ai.grounding.check_reply` finds every number in the alert's facts. Every step away
-from the preferred provider is counted in ``pamd_ai_fallbacks_total{reason}``.
+Each monitor has a tier (``[ai] tiers``); each provider serves one tier (``[ai.<provider>] tier``). An alert of an
+"analysis" monitor below ``[ai] analysis_min_priority`` (default: medium and low ones) takes the "fast" tier. An
+alert goes to its tier's provider, then to the other one, then keeps its rule text, which every alert already has:
+the AI only rewrites the words of an alert the pipeline has accepted, so it never decides whether an alert exists,
+and a reply is shown only if :func:`pamd.ai.grounding.check_reply` finds every number in the alert's facts. Every
+step away from the preferred provider is counted in ``pamd_ai_fallbacks_total{reason}``.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from pamd.ai.guards import CircuitBreaker, PhrasingCache, SpendLedger
 from pamd.ai.metrics import AIMetrics
 from pamd.ai.prompt import SYSTEM, Prompt, build_prompt, facts_digest
 from pamd.ai.provider import AIProvider, Completion, ProviderError
-from pamd.config import AIProviderSection, AISection
-from pamd.model import Alert
+from pamd.config import AIProviderSection, AISection, Tier
+from pamd.model import Alert, Priority
 
 __all__ = ["Phraser", "Preview", "Route"]
 
@@ -92,16 +93,23 @@ class Phraser:
         """True if any provider can be asked."""
         return bool(self.providers)
 
-    def routes(self, monitor: str) -> list[Route]:
-        """The enabled providers in the order ``monitor``'s alerts try them: its tier's first."""
+    def tier(self, monitor: str, priority: Priority) -> Tier:
+        """The tier that phrases ``monitor``'s alerts of ``priority``."""
         tier = self.settings.tiers.get(monitor, self.settings.default_tier)
+        if tier == "analysis" and priority < self.settings.analysis_min_priority:
+            return "fast"
+        return tier
+
+    def routes(self, monitor: str, priority: Priority = Priority.URGENT) -> list[Route]:
+        """The enabled providers in the order ``monitor``'s alerts of ``priority`` try them: their tier's first."""
+        tier = self.tier(monitor, priority)
         sections = [(name, s) for name, s in self.settings.providers().items() if s.enabled]
         sections.sort(key=lambda item: item[1].tier != tier)  # stable: the tier's provider first
         return [Route(name, self.providers.get(name), s) for name, s in sections]
 
     def preview(self, alert: Alert) -> Preview | None:
         """The request phrasing ``alert`` alone would make first, or ``None`` if no provider is enabled."""
-        routes = self.routes(alert.monitor)
+        routes = self.routes(alert.monitor, alert.priority)
         live = [r for r in routes if r.provider is not None] or routes
         if not live:
             return None
@@ -120,7 +128,7 @@ class Phraser:
             return
         groups: dict[tuple[str, ...], list[Alert]] = {}
         for alert in alerts:
-            names = tuple(r.name for r in self.routes(alert.monitor) if r.provider is not None)
+            names = tuple(r.name for r in self.routes(alert.monitor, alert.priority) if r.provider is not None)
             groups.setdefault(names, []).append(alert)
         size = self.settings.batch_size
         async with anyio.create_task_group() as tg:
@@ -136,11 +144,12 @@ class Phraser:
             log.exception("phrasing %d alert(s) failed; they keep their rule text", len(alerts))
 
     async def phrase(self, alerts: Sequence[Alert]) -> list[str]:
-        """Phrase ``alerts`` (one monitor's, so one route) in place, in one request per provider tried; return what
-        phrased each: ``"<provider>/<model>"``, ``"cache"`` or ``"rule:<reason>"``."""
+        """Phrase ``alerts`` (of one route: the first alert's monitor and priority choose it) in place, in one
+        request per provider tried; return what phrased each: ``"<provider>/<model>"``, ``"cache"`` or
+        ``"rule:<reason>"``."""
         if not alerts:
             return []
-        routes = [r for r in self.routes(alerts[0].monitor) if r.provider is not None]
+        routes = [r for r in self.routes(alerts[0].monitor, alerts[0].priority) if r.provider is not None]
         outcomes = ["rule:no_provider"] * len(alerts)
         if not routes:
             self.metrics.fallbacks.labels("no_provider").inc(len(alerts))
