@@ -149,9 +149,9 @@ def run_child(
         runner = Runner({job.name: job}, pipeline, metrics, coordinator, store, providers=hub, keep_decisions=False)
         freeze_startup_heap()  # as the daemon does once started
         rss_before = _rss_mb()
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         result = await runner.run_tick(job, datetime.now(UTC).replace(microsecond=0))
-        seconds = time.perf_counter() - started
+        seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
         first_pipeline = in_pipeline[0]
         probed = probe() if probe is not None else {}
         # The same tick again a second later: every condition is now in cooldown (the steady state of a schedule).
@@ -166,7 +166,7 @@ def run_child(
         requests = sum(s.value for m in metrics.registry.collect() if m.name == "pamd_provider_requests"
                        for s in m.samples if s.name.endswith("_total"))
         return {"monitor": monitor, "outcome": result.outcome, "error": result.error, "seconds": seconds,
-                "pipeline_seconds": first_pipeline, "again_seconds": again_seconds,
+                "pipeline_seconds": first_pipeline, "cpu_seconds": cpu, "again_seconds": again_seconds,
                 "again_outcome": again.outcome, "again_accepted": again.accepted,
                 "alerts": result.produced, "accepted": result.accepted, "degraded": result.degradations,
                 "rss_before_mb": rss_before,

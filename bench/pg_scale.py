@@ -79,7 +79,7 @@ def report(results: list[dict[str, Any]], users: int, path: dict[str, Any], naiv
             failed.append(name)
         return f"{name} {'PASS' if ok else 'FAIL'} ({text})"
 
-    print(f"\n{'monitor':<12} {'tick s':>7} {'users/s':>9} {'pipeline s':>10} {'rows (mon/pipe)':>17} "
+    print(f"\n{'monitor':<12} {'tick s':>7} {'users/s':>9} {'pipeline s':>10} {'CPU s':>6} {'rows (mon/pipe)':>17} "
           f"{'alerts':>7} {'again s':>7} {'rows again':>10} {'req':>4} {'RSS MB':>6} {'peak':>6} {'growth':>6}  target")
     for r in results:
         rate = users / r["seconds"] if r["seconds"] else 0.0
@@ -90,7 +90,7 @@ def report(results: list[dict[str, Any]], users: int, path: dict[str, Any], naiv
             limit = TARGET_TICK_S[r["monitor"]]
             checks.insert(0, verdict(f"{r['monitor']} tick", r["seconds"] <= limit, f"<= {limit:.0f} s"))
         print(f"{r['monitor']:<12} {r['seconds']:>7.2f} {rate:>9,.0f} "
-              f"{r['pipeline_seconds']:>10.2f} {rows['monitor']:>8,}/{rows['pipeline']:<8,} {r['alerts']:>7,} "
+              f"{r['pipeline_seconds']:>10.2f} {r['cpu_seconds']:>6.2f} {rows['monitor']:>8,}/{rows['pipeline']:<8,} {r['alerts']:>7,} "
               f"{r['again_seconds']:>7.2f} {again['monitor'] + again['pipeline']:>10,} {r['provider_requests']:>4.0f} "
               f"{r['rss_before_mb']:>6.1f} {r['rss_peak_mb']:>6.1f} {r['rss_peak_mb'] - r['rss_before_mb']:>6.1f}  "
               + "; ".join(checks))
