@@ -90,7 +90,8 @@ def report(results: list[dict[str, Any]], users: int, path: dict[str, Any], naiv
             limit = TARGET_TICK_S[r["monitor"]]
             checks.insert(0, verdict(f"{r['monitor']} tick", r["seconds"] <= limit, f"<= {limit:.0f} s"))
         print(f"{r['monitor']:<12} {r['seconds']:>7.2f} {rate:>9,.0f} "
-              f"{r['pipeline_seconds']:>10.2f} {r['cpu_seconds']:>6.2f} {rows['monitor']:>8,}/{rows['pipeline']:<8,} {r['alerts']:>7,} "
+              f"{r['pipeline_seconds']:>10.2f} {r['cpu_seconds']:>6.2f} "
+              f"{rows['monitor']:>8,}/{rows['pipeline']:<8,} {r['alerts']:>7,} "
               f"{r['again_seconds']:>7.2f} {again['monitor'] + again['pipeline']:>10,} {r['provider_requests']:>4.0f} "
               f"{r['rss_before_mb']:>6.1f} {r['rss_peak_mb']:>6.1f} {r['rss_peak_mb'] - r['rss_before_mb']:>6.1f}  "
               + "; ".join(checks))
