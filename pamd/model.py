@@ -87,9 +87,10 @@ _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _DIGIT_PAIRS = [a + b for a in _CROCKFORD for b in _CROCKFORD]  # every 10-bit value as two Crockford digits
 _RANDOM_BITS = (1 << 80) - 1
 class _LastId:
-    """The millisecond, random part and encoded millisecond of the last id made."""
+    """The millisecond, random part and encoded millisecond of the last id made, and the id's first 24 digits."""
 
     ms, randomness, prefix = -1, 0, ""
+    head, head_key = "", (-1, -1)
 
 
 _last = _LastId()
@@ -104,6 +105,7 @@ def new_alert_id(now_ms: int | None = None) -> str:
     the random source is read once per millisecond, not once per alert.
     """
     ms = int(time.time() * 1000) if now_ms is None else now_ms
+    pairs = _DIGIT_PAIRS  # the 80 random bits: 8 pairs of 10 bits, most significant first
     with _last_lock:
         if _last.ms == ms:
             randomness = (_last.randomness + 1) & _RANDOM_BITS
@@ -113,8 +115,13 @@ def new_alert_id(now_ms: int | None = None) -> str:
             # 10 digits of 5 bits for the 48-bit time (the first holds the top 3 bits), most significant first.
             prefix = "".join(_CROCKFORD[(ms >> shift) & 31] for shift in range(45, -1, -5))
         _last.ms, _last.randomness, _last.prefix = ms, randomness, prefix
-    pairs = _DIGIT_PAIRS  # the 80 random bits: 8 pairs of 10 bits, most significant first
-    return prefix + "".join([pairs[(randomness >> shift) & 1023] for shift in range(70, -1, -10)])
+        # Consecutive ids differ in their last pair of digits but once in 1,024: the rest is encoded once.
+        key = (ms, randomness >> 10)
+        if _last.head_key != key:
+            _last.head_key = key
+            _last.head = prefix + "".join([pairs[(randomness >> shift) & 1023] for shift in range(70, 9, -10)])
+        head = _last.head
+    return head + pairs[randomness & 1023]
 
 
 class PackedAlerts:

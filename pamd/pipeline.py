@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from pamd.alerts.book import AlertBook, AlertContext, FencedError
 from pamd.alerts.decide import Decision, decide
 from pamd.alerts.delivery import Deliverer
-from pamd.alerts.prefs import effective
+from pamd.alerts.prefs import Preferences, effective
 from pamd.config import AlertsSection
 from pamd.metrics import Metrics
 from pamd.model import Alert, PackedAlerts, Priority, new_alert_id
@@ -152,10 +152,19 @@ class AlertPipeline:
         counts = dict(ctx.sent_today)
         counts_monitor = dict(ctx.sent_today_by_monitor)
         decisions = []
+        defaults: dict[str, Preferences] = {}  # by time zone: most users have no preference rows
+        previous_user, prefs = None, Preferences()
         for alert in alerts:
             user = alert.user_id
-            prefs = effective(ctx.preferences.get(user, []), monitor, ctx.timezones.get(user, "UTC"),
-                              default_max_per_day=self.settings.max_per_day, default_quiet=self._default_quiet)
+            if user != previous_user:  # a batch holds each user's alerts together: computed once per user
+                previous_user, rows, timezone = user, ctx.preferences.get(user), ctx.timezones.get(user, "UTC")
+                if rows or timezone not in defaults:
+                    prefs = effective(rows or [], monitor, timezone, default_max_per_day=self.settings.max_per_day,
+                                      default_quiet=self._default_quiet)
+                    if not rows:
+                        defaults[timezone] = prefs
+                else:
+                    prefs = defaults[timezone]
             sent = counts.get(user, 0) if prefs.cap_scope == "*" else counts_monitor.get(user, 0)
             decision = decide(alert, prefs, ctx.states.get(alert.fingerprint), sent, now, cooldown)
             if decision.accepted and alert.priority.value != "urgent":

@@ -6,6 +6,8 @@ helpers. ``imperial`` means US customary units (US gallons, miles, °F, mph).
 
 from __future__ import annotations
 
+import functools
+
 L_PER_GALLON = 3.785411784  # US gallon
 KM_PER_MILE = 1.609344
 CURRENCY_SYMBOLS = {"USD": "$", "AUD": "A$", "NZD": "NZ$", "CAD": "C$", "EUR": "€", "GBP": "£", "JPY": "¥"}
@@ -50,12 +52,19 @@ def precipitation(mm: float, imperial: bool) -> str:
 
 def money(amount: float, currency: str) -> str:
     """``"$1,234.50"``, ``"€12.00"``, ``"¥1,200"`` or ``"1,234.50 CHF"`` for currencies without a symbol here."""
-    code = currency.upper()
-    text = f"{amount:,.0f}" if code in _ZERO_DECIMAL_CURRENCIES else f"{amount:,.2f}"
-    symbol = CURRENCY_SYMBOLS.get(code)
+    prefix, spec, suffix = _money_format(currency)
     if amount < 0:
-        return "-" + money(-amount, code)
-    return f"{symbol}{text}" if symbol else f"{text} {code}"
+        return f"-{prefix}{-amount:{spec}}{suffix}"
+    return f"{prefix}{amount:{spec}}{suffix}"
+
+
+@functools.lru_cache(maxsize=256)
+def _money_format(currency: str) -> tuple[str, str, str]:
+    """``(symbol, format spec, " CODE")`` of a currency: an alert's text formats several amounts of one currency."""
+    code = currency.upper()
+    spec = ",.0f" if code in _ZERO_DECIMAL_CURRENCIES else ",.2f"
+    symbol = CURRENCY_SYMBOLS.get(code)
+    return (symbol, spec, "") if symbol else ("", spec, f" {code}")
 
 
 def days_ago(days: float) -> str:

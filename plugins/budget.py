@@ -114,10 +114,12 @@ def classify(a: Assessment, cfg: BudgetConfig) -> tuple[pamd.Priority, Kind] | N
 def budget_name(status: BudgetStatus) -> str:
     """``"monthly fuel budget"``, ``"weekly budget"``, ``"campsites budget"`` (explicit range)..."""
     budget = status.budget
-    words = [budget.period] if budget.recurring else []
-    if budget.category is not None:
-        words.append(budget.category)
-    return " ".join([*words, "budget"])
+    return _budget_name(budget.period if budget.recurring else None, budget.category)
+
+
+@functools.lru_cache(maxsize=1024)  # few periods and categories, tens of thousands of alerts a tick
+def _budget_name(period: str | None, category: str | None) -> str:
+    return " ".join([word for word in (period, category) if word is not None] + ["budget"])
 
 
 _MONTHS = ("", "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")

@@ -39,3 +39,11 @@ def test_later_ids_sort_later(ms: int, step: int) -> None:
     later = min(ms + step, 2**48 - 1)
     assert new_alert_id(ms) < new_alert_id(later)
     assert len(new_alert_id(ms)) == 26 and set(new_alert_id(ms)) <= set(CROCKFORD)
+
+
+@given(st.integers(0, 2**48 - 1), st.sampled_from([1020, 2**20 - 3, 2**80 - 4]))
+def test_counting_up_across_a_digit_boundary_and_the_wrap_matches_the_reference(ms: int, start: int) -> None:
+    new_alert_id(ms + 1 if ms < 2**48 - 1 else 0)
+    with mock.patch("os.urandom", return_value=start.to_bytes(10, "big")):
+        ids = [new_alert_id(ms) for _ in range(8)]
+    assert ids == [reference_ulid(ms, ((start + i) % 2**80).to_bytes(10, "big")) for i in range(8)]

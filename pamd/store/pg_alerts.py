@@ -29,20 +29,20 @@ COUNTED_STATES = ["pending", "held", "delivered", "failed"]
 _INSERT_ALERT = """
 INSERT INTO pam_alerts (id, user_id, monitor, kind, priority, title, body, facts, actions, fingerprint,
     epoch, state, scheduled_at, created_at, expires_at, deliver_after)
-SELECT id, user_id, monitor, kind, priority, title, body, facts::json, actions::json, fingerprint, epoch, state,
-    scheduled_at, created_at, expires_at, deliver_after
+SELECT id, user_id, $15::text, kind, priority, title, body, facts::json, actions::json, fingerprint, epoch, state,
+    $16::timestamptz, created_at, expires_at, deliver_after
 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
-    $9::text[], $10::text[], $11::bigint[], $12::text[], $13::timestamptz[], $14::timestamptz[],
-    $15::timestamptz[], $16::timestamptz[])
-    AS r(id, user_id, monitor, kind, priority, title, body, facts, actions, fingerprint, epoch, state, scheduled_at,
-         created_at, expires_at, deliver_after)
+    $9::text[], $10::bigint[], $11::text[], $12::timestamptz[], $13::timestamptz[], $14::timestamptz[])
+    AS r(id, user_id, kind, priority, title, body, facts, actions, fingerprint, epoch, state, created_at,
+         expires_at, deliver_after)
 ON CONFLICT DO NOTHING
 """
 _UPSERT_STATE = """
 INSERT INTO pam_alert_state (fingerprint, user_id, monitor, kind, priority, last_alert_id, last_sent_at,
     last_seen_at, epoch)
-SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::timestamptz[],
-    $8::timestamptz[], $9::bigint[])
+SELECT fingerprint, user_id, $7::text, kind, priority, last_alert_id, last_sent_at, $8::timestamptz, epoch
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], $9::bigint[])
+    AS r(fingerprint, user_id, kind, priority, last_alert_id, last_sent_at, epoch)
 ON CONFLICT (fingerprint) DO UPDATE SET priority = excluded.priority, last_alert_id = excluded.last_alert_id,
     last_sent_at = excluded.last_sent_at, last_seen_at = excluded.last_seen_at, epoch = excluded.epoch
 """
@@ -148,30 +148,40 @@ class PostgresAlertQueries(PostgresBase):
         tick = pg_ts(scheduled_at) if scheduled_at else None
         alerts: list[tuple[Any, ...]] = []
         states: list[tuple[Any, ...]] = []
+        # Monitor, tick and seen time are one value per batch (parameters, not columns); the instants of a batch
+        # repeat (creation time, a period's end, the end of quiet hours), so each is converted once.
+        instants: dict[datetime, datetime] = {}
+
+        def instant(value: datetime) -> datetime:
+            converted = instants.get(value)
+            if converted is None:
+                converted = instants[value] = pg_ts(value)
+            return converted
+
         for d in decisions:
             a = d.alert
             if not d.accepted:
                 continue
-            alerts.append((a.id, a.user_id, a.monitor, a.kind, a.priority.value, a.title, a.body, _json(a.facts),
+            release = instant(d.release_at) if d.release_at else None
+            alerts.append((a.id, a.user_id, a.kind, a.priority.value, a.title, a.body, _json(a.facts),
                            _json(a.actions), a.fingerprint, a.epoch, "held" if d.outcome == "held" else "pending",
-                           tick, pg_ts(a.created_at or now), pg_ts(a.expires_at) if a.expires_at else None,
-                           pg_ts(d.release_at) if d.release_at else None))
+                           instant(a.created_at or now), instant(a.expires_at) if a.expires_at else None, release))
             # A held alert reaches the user when quiet hours end: its cooldown runs from then.
-            sent = pg_ts(d.release_at) if d.release_at else stamp
-            states.append((a.fingerprint, a.user_id, a.monitor, a.kind, a.priority.value, a.id, sent, stamp,
-                           a.epoch))
+            states.append((a.fingerprint, a.user_id, a.kind, a.priority.value, a.id, release or stamp, a.epoch))
         seen = sorted({d.alert.fingerprint for d in decisions if not d.accepted})  # accepted ones are upserted
         epoch = max((d.alert.epoch for d in decisions), default=epoch)
 
         async def write(conn: asyncpg.Connection) -> list[str]:
             await self._fence(conn, epoch)
             if alerts:
-                await conn.execute(_INSERT_ALERT, *(list(column) for column in zip(*alerts, strict=True)))
+                await conn.execute(_INSERT_ALERT, *(list(column) for column in zip(*alerts, strict=True)), monitor,
+                                   tick)
             if states:
                 # One row per fingerprint (the last, as row-by-row upserts would leave it): a statement cannot
                 # update a row twice.
                 unique = list({row[0]: row for row in states}.values())
-                await conn.execute(_UPSERT_STATE, *(list(column) for column in zip(*unique, strict=True)))
+                columns = [list(column) for column in zip(*unique, strict=True)]
+                await conn.execute(_UPSERT_STATE, *columns[:6], monitor, stamp, columns[6])
             if seen:
                 await conn.execute("UPDATE pam_alert_state SET last_seen_at = $1 WHERE fingerprint = ANY($2::text[])",
                                    stamp, seen)
