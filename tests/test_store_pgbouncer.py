@@ -385,4 +385,15 @@ async def test_candidate_statements_run_without_jit_behind_pgbouncer_too(
     assert [await in_page(s) for s in (pooled, direct)] == ["off", "off"]
     assert await fetch(pooled, setting) == [("on",)]  # the server's default, untouched by the page's SET LOCAL
     assert await fetch(direct, setting) == [("off",)]
+
+
+    async def turn_on(conn: asyncpg.Connection) -> int:  # a statement that changes it, on a pooled connection
+        await conn.execute("SET jit = on")
+        return int(await conn.fetchval("SELECT pg_backend_pid()"))
+
+    async def pid_and_jit(conn: asyncpg.Connection) -> tuple[int, str]:
+        return int(await conn.fetchval("SELECT pg_backend_pid()")), str(await conn.fetchval(setting))
+
+    pid = await direct._call(turn_on)
+    assert await direct._call(pid_and_jit) == (pid, "off")  # the same connection, reset by the pool: off again
     assert await in_page(chosen) == "on"  # the URL's own jit wins

@@ -114,7 +114,7 @@ class PostgresBase:
         self.url = url
         self.dsn, self.pgbouncer = split_pg_url(url)
         url_sets_jit = "jit" in {k.lower() for k, _ in parse_qsl(urlsplit(self.dsn).query)}
-        # Who turns JIT off (see _setup_connection): each pooled connection, or, behind PgBouncer, where no session
+        # Who turns JIT off (see _jit_off): each pooled connection, or, behind PgBouncer, where no session
         # setting may stay on a shared server connection, the statements that need it, in their own transaction
         # (pamd.store.pg_scan.fetch_page). Neither when the URL sets jit itself.
         self.jit_off_per_connection = not self.pgbouncer and not url_sets_jit
@@ -162,19 +162,22 @@ class PostgresBase:
                 if self._closed:
                     raise RuntimeError(f"{self!r} is closed")
                 if self._pool is None:
+                    jit = {"init": self._jit_off, "reset": self._reset_jit_off} if self.jit_off_per_connection else {}
                     self._pool = await asyncpg.create_pool(
-                        self.dsn, min_size=1, max_size=self.max_size, setup=self._setup_connection,
-                        **self._connect_kwargs())
+                        self.dsn, min_size=1, max_size=self.max_size, **jit, **self._connect_kwargs())
         return self._pool
 
-    async def _setup_connection(self, conn: asyncpg.Connection) -> None:
-        """Turn JIT compilation off whenever a connection is taken from the pool (the pool's ``RESET ALL`` on
-        release undoes it): Postgres compiles a plan at every execution, 150 ms for a monitor's page statement
-        (more than running it) and 280 ms for the alert pipeline's daily counts. A query, not a startup parameter
-        (which a PgBouncer may refuse); not behind ``pgbouncer=true``, where a session setting would stay on a
-        server connection other clients share; not if the URL sets ``jit``."""
-        if self.jit_off_per_connection:
-            await conn.execute("SET jit = off")
+    async def _jit_off(self, conn: asyncpg.Connection) -> None:
+        """Turn JIT compilation off for a new pooled connection: Postgres compiles a plan at every execution, 150 ms
+        for a monitor's page statement (more than running it) and 280 ms for the alert pipeline's daily counts. A
+        query, not a startup parameter (which a PgBouncer may refuse); not behind ``pgbouncer=true``, where a
+        session setting would stay on a server connection other clients share; not if the URL sets ``jit``."""
+        await conn.execute("SET jit = off")
+
+    async def _reset_jit_off(self, conn: asyncpg.Connection) -> None:
+        """The pool's reset of a released connection, with JIT turned off again in the same round trip (the reset's
+        ``RESET ALL`` turns it back on; a ``SET`` at every acquire would cost a round trip each time)."""
+        await conn.execute(f"{conn.get_reset_query()}\nSET jit = off;")
 
     async def _call(self, func: Callable[..., Awaitable[T]], *args: Any) -> T:
         """``await func(connection, *args)`` on a pooled connection; run again on a fresh one if the connection
