@@ -221,9 +221,7 @@ def evaluate(inp: BudgetInput, now: datetime, cfg: BudgetConfig,
             reason = "no active budget" if inp.inactive else "no budgets"
             explain(inp.user_id, "budgets", outcome="no alert", reason=reason, inactive=list(inp.inactive))
         return []
-    local_now = now.astimezone(zone(inp.timezone) or UTC)
-    today = local_now.toordinal()
-    fraction = (local_now.hour * 3600 + local_now.minute * 60 + local_now.second) / 86400
+    today, fraction = _local_day(now, inp.timezone)
     alerts = []
     for status in inp.budgets:
         a = _assess(status, today, fraction, cfg)
@@ -239,6 +237,13 @@ def evaluate(inp: BudgetInput, now: datetime, cfg: BudgetConfig,
             )
             explain(inp.user_id, f"budget {status.budget.id}", **facts(inp, status, a), **outcome)
     return alerts
+
+
+@functools.lru_cache(maxsize=1024)  # a tick evaluates every user at one ``now``, in few time zones
+def _local_day(now: datetime, timezone: str) -> tuple[int, float]:
+    """The user's local date (ordinal) and wall-clock fraction of the day (whole seconds) at ``now``."""
+    local_now = now.astimezone(zone(timezone) or UTC)
+    return local_now.toordinal(), (local_now.hour * 3600 + local_now.minute * 60 + local_now.second) / 86400
 
 
 class BudgetMonitor(pamd.Monitor):
