@@ -313,6 +313,7 @@ def measure(args: argparse.Namespace, dbs: dict[str, Path]) -> list[dict[str, An
                 f'[providers.weather]\nbase_url = "{weather_url}"\n[providers.places]\nbase_url = "{places_url}"\n'
                 f"[ai]\nmax_concurrency = {args.concurrency}\ndaily_budget_usd = 1000000.0\n"
                 + (f"batch_size = {args.batch_size}\n" if args.batch_size else "")
+                + (f'analysis_min_priority = "{args.analysis_min_priority}"\n' if args.analysis_min_priority else "")
                 + f'[ai.anthropic]\nbase_url = "{anthropic.url}"\n[ai.gemini]\nbase_url = "{gemini.url}"\n')
         for monitor in args.only.split(","):
             off = _run_child(monitor, dbs["off"], configs["off"], base_env)
@@ -337,6 +338,8 @@ def main() -> None:
     parser.add_argument("--delay", type=float, default=0.05, help="the fake providers' latency per request (s)")
     parser.add_argument("--concurrency", type=int, default=16, help="[ai] max_concurrency")
     parser.add_argument("--batch-size", type=int, help="[ai] batch_size (default: pamd's default)")
+    parser.add_argument("--analysis-min-priority", choices=["low", "medium", "high", "urgent"],
+                        help="[ai] analysis_min_priority (default: pamd's default)")
     parser.add_argument("--only", default=",".join(MONITORS))
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--db", type=Path, help=argparse.SUPPRESS)
@@ -357,7 +360,7 @@ def main() -> None:
         users = counts["profiles"]
         print(f"generated {users:,} users ({sum(counts.values()):,} rows) in {time.perf_counter() - started:.1f} s; "
               f"fake providers answer after {args.delay:g} s, [ai] max_concurrency = {args.concurrency}, batch_size = "
-              f"{args.batch_size or 'default'}")
+              f"{args.batch_size or 'default'}, analysis_min_priority = {args.analysis_min_priority or 'default'}")
         runs = measure(args, dbs)
         figures = {"users": users, "ratios": report_cost(runs),
                    "latency": report_latency(runs, args.delay, args.concurrency)}
