@@ -112,6 +112,12 @@ class JudgedForecast:
             runs[i] = runs[i + 1] + 1 if self.verdicts[i].good else 0
         self.runs = runs
 
+    def verdict(self, when: date) -> DayVerdict | None:
+        """The verdict of the local date ``when``, or ``None`` when it is outside the forecast."""
+        first = self.forecast.first
+        index = (when - first).days if first is not None else -1
+        return self.verdicts[index] if 0 <= index < len(self.verdicts) else None
+
     def good_run(self, start: date) -> tuple[DailyWeather, ...]:
         """The consecutive good days from ``start`` on (empty if ``start`` is not good or not in the forecast)."""
         first = self.forecast.first
@@ -129,7 +135,7 @@ def evaluate_trip(trip: PlannedTrip, forecast: DailyForecast | JudgedForecast, t
     planned = forecast.day(trip.start_date)
     if planned is None:
         return TripOutcome(rule="none", reason="planned_day_outside_forecast")
-    verdict = assess(planned, cfg)
+    verdict = judged.verdict(trip.start_date) or assess(planned, cfg)  # judged once per forecast, not per trip
     first = max(trip.start_date - trip.flex_days * DAY, today, forecast.first or today)
     last = min(trip.start_date + trip.flex_days * DAY, forecast.last or trip.start_date)
     planned_run = judged.good_run(trip.start_date)
