@@ -27,7 +27,8 @@ from tests.fakes.anthropic_api import AnthropicAPI
 from tests.fakes.gemini_api import GeminiAPI
 from tests.fakes.model_api import Answer, Error, Malformed, ScriptedModelAPI
 
-TIMEOUT = 0.3
+TIMEOUT = 0.3  # the timeout cases' provider timeout (``hasty``)
+PATIENCE = 10.0  # every other case's: a loaded CI machine must not turn a 429 or a reply into a timeout
 SYSTEM = "You phrase pamd alerts. Reply with a JSON object {title, body}; use only the facts given."
 PROMPT = '{"monitor": "fuel", "facts": {"range_km": 74, "next_station": "Green River"}}'
 
@@ -50,18 +51,31 @@ async def opened(provider: AIProvider) -> AsyncIterator[AIProvider]:
         await provider.aclose()
 
 
-def _provider(name: str, url: str, api_key: str = "") -> AIProvider:
+def _provider(name: str, url: str, api_key: str = "", timeout: float = PATIENCE) -> AIProvider:
     if name == "anthropic":
-        return AnthropicProvider(ProviderSettings(api_key or anthropic_api.API_KEY, url, TIMEOUT))
-    return GeminiProvider(ProviderSettings(api_key or gemini_api.API_KEY, url, TIMEOUT))
+        return AnthropicProvider(ProviderSettings(api_key or anthropic_api.API_KEY, url, timeout))
+    return GeminiProvider(ProviderSettings(api_key or gemini_api.API_KEY, url, timeout))
+
+
+@asynccontextmanager
+async def _target(request: pytest.FixtureRequest, seconds: float) -> AsyncIterator[Target]:
+    fake: ScriptedModelAPI = request.getfixturevalue(f"{request.param}_api")  # only the fake this case needs
+    model, busy = ("claude-sonnet-test", 529) if request.param == "anthropic" else ("gemini-flash-test", 503)
+    target = Target(fake, _provider(request.param, fake.url, timeout=seconds), model, busy)
+    async with opened(target.provider):
+        yield target
 
 
 @pytest.fixture(params=["anthropic", "gemini"])
 async def target(request: pytest.FixtureRequest) -> AsyncIterator[Target]:
-    fake: ScriptedModelAPI = request.getfixturevalue(f"{request.param}_api")  # only the fake this case needs
-    model, busy = ("claude-sonnet-test", 529) if request.param == "anthropic" else ("gemini-flash-test", 503)
-    target = Target(fake, _provider(request.param, fake.url), model, busy)
-    async with opened(target.provider):
+    async with _target(request, PATIENCE) as target:
+        yield target
+
+
+@pytest.fixture(params=["anthropic", "gemini"])
+async def hasty(request: pytest.FixtureRequest) -> AsyncIterator[Target]:
+    """``target`` with a provider timeout of :data:`TIMEOUT`, for the timeout cases."""
+    async with _target(request, TIMEOUT) as target:
         yield target
 
 
@@ -195,21 +209,21 @@ async def test_a_2xx_that_is_not_the_api_shape_is_bad_response(target: Target, b
 
 
 @pytest.mark.anyio
-async def test_a_reply_slower_than_the_timeout_is_a_timeout(target: Target) -> None:
-    target.fake.queue(Answer(delay=TIMEOUT * 5))
+async def test_a_reply_slower_than_the_timeout_is_a_timeout(hasty: Target) -> None:
+    hasty.fake.queue(Answer(delay=TIMEOUT * 5))
     started = time.monotonic()
-    error = await _failure(target)
+    error = await _failure(hasty)
     assert error.kind == "timeout"
     assert time.monotonic() - started < TIMEOUT * 4  # given up on time, not when the reply came
-    assert len(target.fake.requests) == 1
+    assert len(hasty.fake.requests) == 1
 
 
 @pytest.mark.anyio
-async def test_a_reply_that_trickles_in_past_the_timeout_is_a_timeout(target: Target) -> None:
+async def test_a_reply_that_trickles_in_past_the_timeout_is_a_timeout(hasty: Target) -> None:
     # no read waits longer than the timeout (0.1 s gaps), but the whole reply takes 1 s
-    target.fake.queue(Answer(trickle=TIMEOUT / 3))
+    hasty.fake.queue(Answer(trickle=TIMEOUT / 3))
     started = time.monotonic()
-    error = await _failure(target)
+    error = await _failure(hasty)
     assert error.kind == "timeout"
     assert time.monotonic() - started < TIMEOUT * 3
 
@@ -269,7 +283,7 @@ async def test_only_providers_with_a_key_are_built() -> None:
 
 @pytest.mark.anyio
 async def test_the_key_variable_is_configurable(anthropic_api: AnthropicAPI) -> None:
-    config = {"anthropic": ProviderConfig(key_env="PAMD_CLAUDE_KEY", base_url=anthropic_api.url, timeout=TIMEOUT)}
+    config = {"anthropic": ProviderConfig(key_env="PAMD_CLAUDE_KEY", base_url=anthropic_api.url, timeout=PATIENCE)}
     assert open_providers(config, {"ANTHROPIC_API_KEY": anthropic_api.api_key}) == {}
     built = open_providers(config, {"PAMD_CLAUDE_KEY": anthropic_api.api_key})
     async with opened(built["anthropic"]) as provider:
