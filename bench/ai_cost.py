@@ -73,10 +73,15 @@ def _instrument(pipeline: Any, phraser: Any, max_tokens: int) -> dict[str, float
     from pamd.ai.prompt import build_prompt
     from pamd.model import PackedAlerts
 
-    state = {"naive_input_tokens": 0.0, "naive_seconds": 0.0, "naive_cpu": 0.0, "phrasing_seconds": 0.0}
+    state = {"naive_input_tokens": 0.0, "naive_seconds": 0.0, "naive_cpu": 0.0, "phrasing_seconds": 0.0,
+             "attempts": 0.0}
     open_session, phrase_all = pipeline.open, phraser.phrase_all
 
     def naive_open(*args: Any, **kwargs: Any) -> Any:
+        # A new session within a tick is a retry: the naive policy is computed from the final attempt's alerts (the
+        # tick's ``produced``); pamd's own counters keep every attempt's requests, which were really spent.
+        state["naive_input_tokens"] = 0.0
+        state["attempts"] += 1
         session = open_session(*args, **kwargs)
         add = session.add
 
@@ -287,6 +292,9 @@ def _run_child(monitor: str, db: Path, config: Path, env: dict[str, str]) -> dic
     for tick in ("first", "again"):
         if result[tick]["outcome"] != "success" or result[tick]["error"]:
             print(f"{monitor} {tick}: {result[tick]['outcome']} {result[tick]['error'] or ''}")
+        if result[tick].get("attempts", 1) > 1:
+            print(f"{monitor} {tick}: {result[tick]['attempts']:.0f} attempts (a retry); the naive policy counts the "
+                  "last attempt's alerts, pamd's cost every attempt's requests")
     return result
 
 
