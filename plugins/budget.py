@@ -33,6 +33,7 @@ from pamd.store.records_budget import (
     BudgetInputSource,
     BudgetStatus,
     CategorySpend,
+    zone_day,
 )
 
 DAY = timedelta(days=1)
@@ -241,9 +242,10 @@ def evaluate(inp: BudgetInput, now: datetime, cfg: BudgetConfig,
 
 @functools.lru_cache(maxsize=1024)  # a tick evaluates every user at one ``now``, in few time zones
 def _local_day(now: datetime, timezone: str) -> tuple[int, float]:
-    """The user's local date (ordinal) and wall-clock fraction of the day (whole seconds) at ``now``."""
-    local_now = now.astimezone(zone(timezone) or UTC)
-    return local_now.toordinal(), (local_now.hour * 3600 + local_now.minute * 60 + local_now.second) / 86400
+    """The user's local date (ordinal) and wall-clock fraction of the day (whole seconds) at ``now``: the stores'
+    candidates compute them with the same :func:`~pamd.store.records_budget.zone_day`."""
+    today, fraction, _ = zone_day(now, timezone)
+    return today.toordinal(), fraction
 
 
 class BudgetMonitor(pamd.Monitor):
