@@ -10,6 +10,7 @@ alert keeps its rule text.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Sequence
@@ -18,7 +19,7 @@ from typing import Any
 
 import msgspec
 
-from pamd.ai.prompt import MAX_ACTIONS, MAX_BODY, MAX_TITLE, trim_facts
+from pamd.ai.prompt import MAX_ACTIONS, MAX_BODY, MAX_TITLE, dropped_key
 from pamd.model import Alert
 
 __all__ = ["GroundingError", "Phrasing", "allowed_numbers", "check_reply", "numbers_in"]
@@ -33,6 +34,7 @@ _NUMBER = re.compile(r"(?<![\w.])-?\d{1,3}(?:,\d{3})+(?:\.\d+)?(?![\w])|(?<![\w.
 _WORDS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8, "nine": 9,
           "ten": 10, "eleven": 11, "twelve": 12, "twice": 2, "half": 0.5, "dozen": 12}
 _WORD = re.compile(r"\b(" + "|".join(_WORDS) + r")\b", re.IGNORECASE)
+_DIGITS = re.compile(r"\d+(?:\.\d+)?")
 _FENCE = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.DOTALL)
 
 
@@ -140,49 +142,68 @@ def allowed_numbers(alert: Alert) -> set[float]:
     key's unit allows (``_km``: miles; ``_l``: gallons; ``_c``: Fahrenheit; minutes and hours; a share: percent),
     plus how many actions are offered."""
     allowed: set[float] = set(map(float, range(len(alert.actions) + 1)))
-    for key, x in _numbers(trim_facts(alert.facts), ""):
-        allowed.update((x, abs(x)))
-        allowed.update(_conversions(key.lower(), x))
+    _collect(alert.facts, "", allowed)
     return allowed
 
 
-def _conversions(key: str, x: float) -> tuple[float, ...]:
-    if key.endswith(("_km", "_kmh")) or key in ("km", "kmh"):
-        return (x * KM_TO_MI,)
-    if key.endswith(("_l", "litres", "liters")):
-        return (x * L_TO_US_GAL, x * L_TO_IMP_GAL)
-    if key.endswith("per_l"):  # a price per litre as per gallon
-        return (x / L_TO_US_GAL, x / L_TO_IMP_GAL)
-    if key.endswith(("_c", "celsius")):
-        return (x * 9 / 5 + 32,)
-    if key.endswith("_m"):
-        return (x * M_TO_FT,)
-    if "minutes" in key:
-        return (x / 60,)
-    if "hours" in key:
-        return (x * 60,)
-    if 0 <= x <= 1 and not key.endswith(("_pct", "percent")):  # a share or a confidence, shown as a percentage
-        return (x * 100,)
-    return ()
-
-
-def _numbers(value: Any, key: str) -> list[tuple[str, float]]:
-    """(key, number) for every number in ``value``: values, numbers inside strings (dates, times) and list
-    lengths."""
+def _collect(value: Any, key: str, allowed: set[float]) -> None:
+    """Add to ``allowed`` every number of ``value`` as the model saw it (:func:`~pamd.ai.prompt.trim_facts`): values
+    with their conversions, numbers inside strings (dates, times) and list lengths. One walk, no copy: this runs for
+    every phrased alert."""
     if isinstance(value, bool) or value is None:
-        return []
+        return
     if isinstance(value, int | float):
-        return [(key, float(value))] if math.isfinite(value) else []
-    if isinstance(value, str):
-        return [(key, float(n)) for n in re.findall(r"\d+(?:\.\d+)?", value)]
-    if isinstance(value, dict):
-        return [found for k, v in value.items() for found in _numbers(v, str(k))]
-    if isinstance(value, list | tuple):
-        return [(key, float(len(value)))] + [found for item in value for found in _numbers(item, key)]
-    return []
+        x = float(value)
+        if math.isfinite(x):
+            allowed.add(x)
+            allowed.add(abs(x))
+            scales, share = _conversion(key)
+            for scale, offset in scales:
+                allowed.add(x * scale + offset)
+            if share and 0 <= x <= 1:  # a share or a confidence, shown as a percentage
+                allowed.add(x * 100)
+    elif isinstance(value, str):
+        allowed.update(_numbers_in_string(value))
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            if v is not None and not dropped_key(str(k)):
+                _collect(v, str(k), allowed)
+    elif isinstance(value, list | tuple):
+        allowed.add(float(len(value)))
+        for item in value:
+            _collect(item, key, allowed)
+
+
+@functools.lru_cache(maxsize=1024)  # a monitor's facts use a few dozen keys
+def _conversion(key: str) -> tuple[tuple[tuple[float, float], ...], bool]:
+    """How a number under ``key`` may be shown besides itself: (scale, offset) pairs, and whether it may be a share
+    shown as a percentage."""
+    key = key.lower()
+    if key.endswith(("_km", "_kmh")) or key in ("km", "kmh"):
+        return ((KM_TO_MI, 0.0),), False
+    if key.endswith(("_l", "litres", "liters")):
+        return ((L_TO_US_GAL, 0.0), (L_TO_IMP_GAL, 0.0)), False
+    if key.endswith("per_l"):  # a price per litre as per gallon
+        return ((1 / L_TO_US_GAL, 0.0), (1 / L_TO_IMP_GAL, 0.0)), False
+    if key.endswith(("_c", "celsius")):
+        return ((9 / 5, 32.0),), False
+    if key.endswith("_m"):
+        return ((M_TO_FT, 0.0),), False
+    if "minutes" in key:
+        return ((1 / 60, 0.0),), False
+    if "hours" in key:
+        return ((60.0, 0.0),), False
+    return (), not key.endswith(("_pct", "percent"))
+
+
+@functools.lru_cache(maxsize=4096)  # dates and times repeat across a tick's alerts
+def _numbers_in_string(text: str) -> tuple[float, ...]:
+    return tuple(float(n) for n in _DIGITS.findall(text))
 
 
 def _grounded(number: float, written: str, allowed: set[float]) -> bool:
+    if number in allowed:
+        return True
     decimals = len(written.split(".", 1)[1]) if "." in written else 0
     half_digit = 0.5 * 10 ** -decimals
     return any(abs(number - x) <= max(half_digit, RELATIVE_TOLERANCE * abs(x)) + 1e-9 for x in allowed)

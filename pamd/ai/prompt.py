@@ -10,6 +10,7 @@ the spend reservation; the bill uses the providers' own counts.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from collections.abc import Sequence
@@ -20,7 +21,7 @@ import msgspec
 
 from pamd.model import Alert
 
-__all__ = ["SYSTEM", "Prompt", "build_prompt", "estimate_tokens", "facts_digest", "trim_facts"]
+__all__ = ["SYSTEM", "Prompt", "build_prompt", "estimate_tokens", "dropped_key", "facts_digest", "trim_facts"]
 
 MAX_TITLE = 90
 MAX_BODY = 500
@@ -99,11 +100,14 @@ def facts_digest(alert: Alert) -> str:
 
 def trim_facts(value: Any) -> Any:
     if isinstance(value, dict):
-        return {k: trim_facts(v) for k, v in value.items() if not _dropped(str(k)) and v is not None}
+        return {k: trim_facts(v) for k, v in value.items() if v is not None and not dropped_key(str(k))}
     if isinstance(value, list):
         return [trim_facts(v) for v in value]
     return value
 
 
-def _dropped(key: str) -> bool:
+@functools.lru_cache(maxsize=1024)  # the facts of a tick use a few dozen keys, for every alert
+def dropped_key(key: str) -> bool:
+    """Whether facts under ``key`` stay out of prompts: identifiers, coordinates, and the units and currency (the
+    prompt states those once per alert)."""
     return key in _DROPPED_KEYS or key.endswith(("_id", "_lat", "_lon")) or key in ("units", "currency")
