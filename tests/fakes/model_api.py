@@ -126,7 +126,7 @@ class ScriptedModelAPI:
         self._wire = wire
         self._queue: list[Outcome] = []
         self._lock = threading.Lock()
-        self.server = FakeServer(self._handle)
+        self.server = FakeServer(self._handle, keep_alive=True)
 
     @property
     def url(self) -> str:

@@ -2,12 +2,16 @@
 
 Subclass-free: give :class:`FakeServer` a ``handler(request) -> Reply`` function. Every request is recorded;
 ``fail_next`` queues error replies (status, body, headers) served before the handler is consulted again, and
-``delay`` makes every reply slow (to exercise client timeouts).
+``delay`` makes every reply slow (to exercise client timeouts). By default each connection carries one request
+(HTTP/1.0); ``keep_alive=True`` speaks HTTP/1.1 with persistent connections, as the model APIs do, so a client
+pays for one connection per slot rather than one per request. :meth:`FakeServer.stop` closes open connections too:
+a stopped server answers nothing.
 """
 
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -60,15 +64,28 @@ Handler = Callable[[Request], Reply]
 class FakeServer:
     """See the module docstring. ``url`` is ``http://127.0.0.1:PORT`` (``port``: 0 for a free one)."""
 
-    def __init__(self, handler: Handler, port: int = 0) -> None:
+    def __init__(self, handler: Handler, port: int = 0, *, keep_alive: bool = False) -> None:
         self.handler = handler
         self.requests: list[Request] = []
         self.failures: list[Reply] = []
         self.delay = 0.0
         self._lock = threading.Lock()
+        self._connections: set[socket.socket] = set()
         server = self
 
         class _Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1" if keep_alive else "HTTP/1.0"
+
+            def setup(self) -> None:
+                super().setup()
+                with server._lock:
+                    server._connections.add(self.connection)
+
+            def finish(self) -> None:
+                with server._lock:
+                    server._connections.discard(self.connection)
+                super().finish()
+
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
@@ -123,6 +140,13 @@ class FakeServer:
     def stop(self) -> None:
         self._httpd.shutdown()
         self._httpd.server_close()
+        with self._lock:
+            connections, self._connections = list(self._connections), set()
+        for connection in connections:  # kept-alive ones would otherwise go on answering
+            try:
+                connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
 
 @contextmanager
