@@ -21,7 +21,7 @@ import msgspec
 
 from pamd.model import Alert
 
-__all__ = ["SYSTEM", "Prompt", "build_prompt", "estimate_tokens", "dropped_key", "facts_digest", "trim_facts"]
+__all__ = ["SYSTEM", "Prompt", "build_prompt", "dropped_key", "estimate_tokens", "facts_digest", "trim_facts"]
 
 MAX_TITLE = 90
 MAX_BODY = 500

@@ -10,6 +10,7 @@ a stopped server answers nothing.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -143,10 +144,8 @@ class FakeServer:
         with self._lock:
             connections, self._connections = list(self._connections), set()
         for connection in connections:  # kept-alive ones would otherwise go on answering
-            try:
+            with contextlib.suppress(OSError):  # already closed by its client
                 connection.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
 
 @contextmanager
