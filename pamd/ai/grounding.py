@@ -148,30 +148,32 @@ def allowed_numbers(alert: Alert) -> set[float]:
 
 def _collect(value: Any, key: str, allowed: set[float]) -> None:
     """Add to ``allowed`` every number of ``value`` as the model saw it (:func:`~pamd.ai.prompt.trim_facts`): values
-    with their conversions, numbers inside strings (dates, times) and list lengths. One walk, no copy: this runs for
-    every phrased alert."""
-    if isinstance(value, bool) or value is None:
-        return
-    if isinstance(value, int | float):
+    with their conversions, numbers inside strings (dates, times) and list lengths. One walk, no copy, exact type
+    tests first: this runs for every phrased alert."""
+    kind = type(value)
+    if kind is float or kind is int or (kind is not bool and isinstance(value, int | float)):
         x = float(value)
         if math.isfinite(x):
             allowed.add(x)
-            allowed.add(abs(x))
+            if x < 0:
+                allowed.add(-x)
             scales, share = _conversion(key)
             for scale, offset in scales:
                 allowed.add(x * scale + offset)
             if share and 0 <= x <= 1:  # a share or a confidence, shown as a percentage
                 allowed.add(x * 100)
-    elif isinstance(value, str):
+    elif kind is str:
         allowed.update(_numbers_in_string(value))
     elif isinstance(value, dict):
         for k, v in value.items():
-            if v is not None and not dropped_key(str(k)):
+            if v is not None and not dropped_key(k if type(k) is str else str(k)):
                 _collect(v, str(k), allowed)
     elif isinstance(value, list | tuple):
         allowed.add(float(len(value)))
         for item in value:
             _collect(item, key, allowed)
+    elif isinstance(value, str):
+        allowed.update(_numbers_in_string(value))
 
 
 @functools.lru_cache(maxsize=1024)  # a monitor's facts use a few dozen keys
