@@ -88,6 +88,20 @@ def test_conversions_dates_and_percentages_are_allowed() -> None:
     assert [n for n, _ in numbers_in("1,234.5 km, -3 °C and two stops")] == [1234.5, -3.0, 2.0]
 
 
+def test_only_values_have_conversions_not_list_lengths_or_the_digits_of_a_date() -> None:
+    alert = Alert(user_id="u", kind="maintenance_due", priority=Priority.HIGH, title="t", body="b",
+                  monitor="maintenance", facts={"done_on": "2023-01-29", "shops": [{"name": "A"}], "score": 1,
+                                                "nested": {"gap_km": -10.0, "vehicle_id": 55, "note": None}})
+    allowed = allowed_numbers(alert)
+    assert {1.0, 29.0, 2023.0, -10.0, 10.0, round(-10 * 0.621371, 6), 100.0} <= {round(x, 6) for x in allowed}
+    assert 55.0 not in allowed  # an identifier the model never saw
+    share_free = Alert(user_id="u", kind="k", priority=Priority.LOW, title="t", body="b",
+                       facts={"done_on": "2023-01-29", "shops": [{"name": "A"}]})
+    assert 100.0 not in allowed_numbers(share_free)  # "01" and a list of one are not a 100 % share
+    with pytest.raises(GroundingError, match="'100'"):
+        check_one(reply("Done on 29 January", "100% of the work is done."), share_free)
+
+
 def test_the_prompt_carries_only_the_facts_and_the_readers_units() -> None:
     alert = fuel_alert()
     prompt = build_prompt([alert], max_tokens=400)
