@@ -244,35 +244,43 @@ def report_latency(runs: list[dict[str, Any]], delay: float, concurrency: int) -
     print(f"\n== latency: tick with AI - tick without AI, against the providers' own lower bound = requests x "
           f"delay / concurrency ({delay:g} s / {concurrency})")
     print(f"{'monitor':<12} {'tick':<6} {'AI off s':>9} {'AI on s':>8} {'added s':>8} {'requests':>8} "
-          f"{'bound s':>8} {'added-bound':>11} {'phrasing s':>10} {'mean req s':>10} {'CPU off s':>9} {'CPU on s':>8}")
+          f"{'bound s':>8} {'added-bound':>11} {'served s':>8} {'phrasing s':>10} {'mean req s':>10} "
+          f"{'CPU off s':>9} {'CPU on s':>8}")
     latency = []
     for run in runs:
+        all_requests = sum(run["on"][tick]["ai"].get("requests", 0.0) for tick in ("first", "again"))
         for tick in ("first", "again"):
             off, on = run["off"][tick]["seconds"], run["on"][tick]["seconds"]
             ai = run["on"][tick]["ai"]
             requests = ai.get("requests", 0.0)
             bound = requests * delay / concurrency
+            # The fakes' own time (delay and work) of the run's requests, shared by the ticks that made them.
+            served = run.get("served_seconds", 0.0) * requests / all_requests / concurrency if requests else 0.0
             mean = f"{ai.get('latency_sum', 0.0) / requests:.3f}" if requests else "-"
             latency.append({"monitor": run["monitor"], "tick": tick, "off": off, "on": on, "requests": requests,
-                            "bound": bound, "phrasing": run["on"][tick]["phrasing_seconds"],
+                            "bound": bound, "served": served, "phrasing": run["on"][tick]["phrasing_seconds"],
                             "cpu_off": run["off"][tick]["cpu"], "cpu_on": run["on"][tick]["cpu"]})
             print(f"{run['monitor']:<12} {tick:<6} {off:>9.2f} {on:>8.2f} {on - off:>8.2f} {requests:>8,.0f} "
-                  f"{bound:>8.2f} {on - off - bound:>11.2f} {latency[-1]['phrasing']:>10.2f} {mean:>10} "
-                  f"{latency[-1]['cpu_off']:>9.2f} {latency[-1]['cpu_on']:>8.2f}")
+                  f"{bound:>8.2f} {on - off - bound:>11.2f} {served:>8.2f} {latency[-1]['phrasing']:>10.2f} "
+                  f"{mean:>10} {latency[-1]['cpu_off']:>9.2f} {latency[-1]['cpu_on']:>8.2f}")
     added = sum(x["on"] - x["off"] for x in latency)
     bound = sum(x["bound"] for x in latency)
+    served = sum(x["served"] for x in latency)
     print(f"{'total':<19} {sum(x['off'] for x in latency):>9.2f} {sum(x['on'] for x in latency):>8.2f} "
           f"{added:>8.2f} {sum(x['requests'] for x in latency):>8,.0f} {bound:>8.2f} {added - bound:>11.2f} "
-          f"{sum(x['phrasing'] for x in latency):>10.2f} {'':>10} {sum(x['cpu_off'] for x in latency):>9.2f} "
-          f"{sum(x['cpu_on'] for x in latency):>8.2f}")
+          f"{served:>8.2f} {sum(x['phrasing'] for x in latency):>10.2f} {'':>10} "
+          f"{sum(x['cpu_off'] for x in latency):>9.2f} {sum(x['cpu_on'] for x in latency):>8.2f}")
     requests = sum(x["requests"] for x in latency)
     if requests:
         extra = sum(x["cpu_on"] - x["cpu_off"] for x in latency) / requests
         print(f"added beyond the providers' own: {added - bound:.1f} s over {requests:,.0f} requests = "
-              f"{(added - bound) / requests * 1000:.1f} ms a request; CPU the daemon's process added per request "
-              f"(SDK, HTTP, prompt, checks): {extra * 1000:.1f} ms")
+              f"{(added - bound) / requests * 1000:.1f} ms a request beyond the delay, "
+              f"{(added - served) / requests * 1000:.1f} ms beyond the time the fakes took to answer (served); CPU "
+              f"the daemon's process added per request (SDK, HTTP, prompt, checks): {extra * 1000:.1f} ms")
     print("added = AI-on tick - AI-off tick (separate processes, separate database copies); bound = the fakes' delay "
-          "alone with the limiter always full; phrasing = wall time inside the phraser (it overlaps the pipeline's "
+          "alone with the limiter always full; served = the fakes' own time per request (from its headers read to "
+          "its reply written: the delay, composing the reply, and waiting for the fakes' process, which shares the "
+          "cores), summed / concurrency; phrasing = wall time inside the phraser (it overlaps the pipeline's "
           "deciding of the next batch); mean req = the daemon's pamd_ai_latency_seconds per request, which includes "
           "the wait for a slot of the limiter; CPU = the tick's process CPU time, all threads")
     for run in runs:
@@ -327,6 +335,7 @@ def measure(args: argparse.Namespace, dbs: dict[str, Path]) -> list[dict[str, An
             off = _run_child(monitor, dbs["off"], configs["off"], base_env)
             for fake in (anthropic, gemini):
                 fake.requests.clear()
+                fake.server.service_seconds.clear()
             on = _run_child(monitor, dbs["on"], configs["on"], {**base_env, **keys})
             if off is None or on is None:
                 continue
@@ -335,7 +344,8 @@ def measure(args: argparse.Namespace, dbs: dict[str, Path]) -> list[dict[str, An
             print(f"{monitor}: AI off {off['first']['seconds']:.1f} s + {off['again']['seconds']:.1f} s, AI on "
                   f"{on['first']['seconds']:.1f} s + {on['again']['seconds']:.1f} s; {len(anthropic.requests)} "
                   f"Anthropic and {len(gemini.requests)} Gemini requests carrying {sent:,} alerts", flush=True)
-            runs.append({"monitor": monitor, "off": off, "on": on, "alerts_sent": sent,
+            served = sum(anthropic.server.service_seconds) + sum(gemini.server.service_seconds)
+            runs.append({"monitor": monitor, "off": off, "on": on, "alerts_sent": sent, "served_seconds": served,
                          "requests_seen": {"anthropic": len(anthropic.requests), "gemini": len(gemini.requests)}})
     return runs
 

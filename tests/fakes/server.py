@@ -5,7 +5,8 @@ Subclass-free: give :class:`FakeServer` a ``handler(request) -> Reply`` function
 ``delay`` makes every reply slow (to exercise client timeouts). By default each connection carries one request
 (HTTP/1.0); ``keep_alive=True`` speaks HTTP/1.1 with persistent connections, as the model APIs do, so a client
 pays for one connection per slot rather than one per request. :meth:`FakeServer.stop` closes open connections too:
-a stopped server answers nothing.
+a stopped server answers nothing. ``service_seconds`` holds, per answered request, the time from its headers read to
+its reply written: the server's own share of a request's latency (``delay`` and the handler's work included).
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ class FakeServer:
         self.requests: list[Request] = []
         self.failures: list[Reply] = []
         self.delay = 0.0
+        self.service_seconds: list[float] = []
         self._lock = threading.Lock()
         self._connections: set[socket.socket] = set()
         server = self
@@ -91,6 +93,7 @@ class FakeServer:
                 pass
 
             def _serve(self) -> None:
+                started = time.perf_counter()
                 length = int(self.headers.get("Content-Length") or 0)
                 parts = urlsplit(self.path)
                 request = Request(self.command, parts.path, parse_qs(parts.query), dict(self.headers.items()),
@@ -114,8 +117,11 @@ class FakeServer:
                         self.wfile.write(payload[start : start + step])
                         self.wfile.flush()
                         time.sleep(reply.trickle)
+                    self.wfile.flush()
                 except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client gave up (a timeout test)
+                    return  # the client gave up (a timeout test)
+                with server._lock:
+                    server.service_seconds.append(time.perf_counter() - started)
 
             do_GET = do_POST = do_DELETE = do_PATCH = _serve  # noqa: N815 - http.server's naming
 
