@@ -132,10 +132,9 @@ def evaluate_trip(trip: PlannedTrip, forecast: DailyForecast | JudgedForecast, t
     """Apply the two rules to ``trip`` (``today`` is the user's local date). Pure."""
     judged = forecast if isinstance(forecast, JudgedForecast) else JudgedForecast(forecast, cfg)
     forecast = judged.forecast
-    planned = forecast.day(trip.start_date)
-    if planned is None:
+    planned, verdict = forecast.day(trip.start_date), judged.verdict(trip.start_date)  # judged once per forecast
+    if planned is None or verdict is None:
         return TripOutcome(rule="none", reason="planned_day_outside_forecast")
-    verdict = judged.verdict(trip.start_date) or assess(planned, cfg)  # judged once per forecast, not per trip
     first = max(trip.start_date - trip.flex_days * DAY, today, forecast.first or today)
     last = min(trip.start_date + trip.flex_days * DAY, forecast.last or trip.start_date)
     planned_run = judged.good_run(trip.start_date)

@@ -162,18 +162,17 @@ def _collect(value: Any, key: str, allowed: set[float]) -> None:
                 allowed.add(x * scale + offset)
             if share and 0 <= x <= 1:  # a share or a confidence, shown as a percentage
                 allowed.add(x * 100)
-    elif kind is str:
+    elif isinstance(value, str):
         allowed.update(_numbers_in_string(value))
     elif isinstance(value, dict):
         for k, v in value.items():
-            if v is not None and not dropped_key(k if type(k) is str else str(k)):
-                _collect(v, str(k), allowed)
+            name = str(k)
+            if v is not None and not dropped_key(name):
+                _collect(v, name, allowed)
     elif isinstance(value, list | tuple):
         allowed.add(float(len(value)))
         for item in value:
             _collect(item, key, allowed)
-    elif isinstance(value, str):
-        allowed.update(_numbers_in_string(value))
 
 
 @functools.lru_cache(maxsize=1024)  # a monitor's facts use a few dozen keys

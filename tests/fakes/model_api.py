@@ -148,6 +148,7 @@ class ScriptedModelAPI:
             self._queue.clear()
             self.requests.clear()
             self.server.requests.clear()
+            self.server.service_seconds.clear()
         self.default = Answer()
 
     def _handle(self, http: Request) -> Reply:
