@@ -308,6 +308,7 @@ def _run_child(monitor: str, db: Path, config: Path, env: dict[str, str]) -> dic
 
 def measure(args: argparse.Namespace, dbs: dict[str, Path]) -> list[dict[str, Any]]:
     """Serve the fakes and run each monitor's child with AI off then on; return the runs."""
+    from pamd.ai.prompt import read_prompt
     from tests.fakes.anthropic_api import AnthropicAPI
     from tests.fakes.bench_providers import serve_bench_providers
     from tests.fakes.gemini_api import GeminiAPI
@@ -340,7 +341,7 @@ def measure(args: argparse.Namespace, dbs: dict[str, Path]) -> list[dict[str, An
             if off is None or on is None:
                 continue
             requests = anthropic.requests + gemini.requests
-            sent = sum(len(json.loads(r.prompt)["alerts"]) for r in requests)
+            sent = sum(len(read_prompt(r.prompt)) for r in requests)
             print(f"{monitor}: AI off {off['first']['seconds']:.1f} s + {off['again']['seconds']:.1f} s, AI on "
                   f"{on['first']['seconds']:.1f} s + {on['again']['seconds']:.1f} s; {len(anthropic.requests)} "
                   f"Anthropic and {len(gemini.requests)} Gemini requests carrying {sent:,} alerts", flush=True)

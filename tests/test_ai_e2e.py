@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from pamd.ai.prompt import read_prompt
 from pamd.ai.setup import build_phraser
 from pamd.config import Config, load_config
 from pamd.metrics import Metrics
@@ -105,7 +106,7 @@ async def test_the_analysis_tier_goes_to_anthropic_and_the_stored_alert_carries_
     assert inbox.got[0].actions == [{"action": "review_budget", "label": "Review"}]
     (request,) = anthropic_api.requests
     assert request.model == "claude-sonnet-5-5" and "RV-travel assistant" in request.system
-    assert [a["n"] for a in json.loads(request.prompt)["alerts"]] == [0, 1]
+    assert [a["n"] for a in read_prompt(request.prompt)] == [0, 1]
     assert request.max_tokens == 800 and not gemini_api.requests
     stored = await store.due_held_alerts(NOW)  # nothing was held for quiet hours
     assert stored == []
@@ -231,6 +232,7 @@ def test_a_dry_run_with_a_key_shows_the_prompt_and_its_cost_and_sends_nothing(
                          capture_output=True,
                          text=True, cwd=tmp_path, env=env)
     assert run.returncode == 0, run.stderr
-    assert "AI: anthropic claude-sonnet-5-5, ~" in run.stderr and '    prompt: {"alerts":[{"n":0,' in run.stderr
+    assert "AI: anthropic claude-sonnet-5-5, ~" in run.stderr
+    assert '    prompt: {"groups":[{"monitor":"budget",' in run.stderr
     assert "would cost about $" in run.stderr
     assert not anthropic_api.requests and not gemini_api.requests

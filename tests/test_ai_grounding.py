@@ -7,7 +7,7 @@ import json
 import pytest
 
 from pamd.ai.grounding import GroundingError, Phrasing, allowed_numbers, check_reply, numbers_in
-from pamd.ai.prompt import SYSTEM, build_prompt, facts_digest
+from pamd.ai.prompt import SYSTEM, build_prompt, facts_digest, read_prompt
 from pamd.model import Alert, Priority
 
 
@@ -105,7 +105,7 @@ def test_only_values_have_conversions_not_list_lengths_or_the_digits_of_a_date()
 def test_the_prompt_carries_only_the_facts_and_the_readers_units() -> None:
     alert = fuel_alert()
     prompt = build_prompt([alert], max_tokens=400)
-    payload = json.loads(prompt.text)["alerts"][0]
+    [payload] = read_prompt(prompt.text)
     assert payload["units"] == "imperial" and payload["currency"] == "USD" and payload["priority"] == "medium"
     assert "vehicle_id" not in payload["facts"] and "lat" not in payload["facts"]["position"]
     assert payload["actions"] == [{"index": 0, "label": "Log a fill-up"}, {"index": 1, "label": "Find fuel"}]
@@ -114,6 +114,36 @@ def test_the_prompt_carries_only_the_facts_and_the_readers_units() -> None:
     assert prompt.cost_usd(3.0, 15.0) == pytest.approx((prompt.input_tokens * 3 + 120 * 15) / 1e6)
     changed = fuel_alert(level_pct=12.0)
     assert facts_digest(changed) != facts_digest(alert) == facts_digest(fuel_alert())
+
+
+def test_a_batch_names_each_kind_s_columns_once_and_reads_back_alert_by_alert() -> None:
+    budget = Alert(user_id="u2", kind="budget_threshold", priority=Priority.HIGH, title="t", body="b",
+                   monitor="budget", facts={"spent": 850.0, "n": 7, "priority": "food", "note": None,
+                                            "top": [{"category": "food", "amount": 500.0}], "currency": "EUR"},
+                   actions=[{"action": "view_budget"}])
+    alerts = [fuel_alert(), budget, fuel_alert(level_pct=9.0, stations=None, extra_km=3.5)]
+    prompt = build_prompt(alerts, max_tokens=400)
+    groups = json.loads(prompt.text)["groups"]
+    assert [(g["monitor"], g["kind"], len(g["alerts"])) for g in groups] == [("fuel", "fuel_low", 2),
+                                                                            ("budget", "budget_threshold", 1)]
+    assert groups[1]["actions"] == ["view_budget"] and groups[1]["alerts"][0][:4] == [1, "high", "metric", "EUR"]
+    assert groups[0]["facts"].count("level_pct") == 1 and groups[0]["facts"][-1] == "extra_km"
+    assert groups[0]["alerts"][0][-1] is None  # the first fuel alert has no extra_km
+    singles = [read_prompt(build_prompt([a], max_tokens=400).text)[0] | {"n": n} for n, a in enumerate(alerts)]
+    assert read_prompt(prompt.text) == singles  # what a model reads of each alert, whatever it is batched with
+    back = singles[1]
+    assert back["facts"] == {"spent": 850.0, "n": 7, "priority": "food",  # facts named like a row's own columns
+                             "top": [{"category": "food", "amount": 500.0}]}
+    assert (back["n"], back["priority"], back["currency"], back["units"]) == (1, "high", "EUR", "metric")
+    assert "stations" not in singles[2]["facts"] and singles[2]["facts"]["extra_km"] == 3.5
+    assert singles[0]["actions"] == [{"index": 0, "label": "Log a fill-up"}, {"index": 1, "label": "Find fuel"}]
+
+
+def test_ten_alerts_of_one_kind_cost_a_third_less_together_than_their_payloads_alone() -> None:
+    ten = [fuel_alert(level_pct=10.0 + i, refill_l=300.0 + i) for i in range(10)]
+    batched = len(build_prompt(ten, max_tokens=400).text)
+    alone = sum(len(build_prompt([a], max_tokens=400).text) for a in ten)
+    assert batched < 0.67 * alone
 
 
 def test_a_batch_reply_is_checked_entry_by_entry() -> None:
@@ -129,5 +159,5 @@ def test_a_batch_reply_is_checked_entry_by_entry() -> None:
     assert isinstance(missing[1], GroundingError) and "no entry for alert 1" in str(missing[1])
     assert all(isinstance(r, GroundingError) and r.reason == "malformed" for r in check_reply("nope", [good, other]))
     prompt = build_prompt([good, other], max_tokens=400)
-    assert [a["n"] for a in json.loads(prompt.text)["alerts"]] == [0, 1] and prompt.output_tokens == 240
+    assert [a["n"] for a in read_prompt(prompt.text)] == [0, 1] and prompt.output_tokens == 240
     assert prompt.input_tokens < 2 * build_prompt([good], max_tokens=400).input_tokens  # instructions paid once

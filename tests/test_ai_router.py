@@ -15,6 +15,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from pamd.ai.metrics import AIMetrics
+from pamd.ai.prompt import read_prompt
 from pamd.ai.provider import Completion, ProviderError
 from pamd.ai.router import Phraser
 from pamd.config import AISection
@@ -46,7 +47,7 @@ class Scripted:
         step = self.script.popleft() if self.script else self.default
         if isinstance(step, ProviderError):
             raise step
-        alerts = len(json.loads(prompt)["alerts"])
+        alerts = len(read_prompt(prompt))
         if alerts > 1:  # the same entry for every alert of the request
             step = json.dumps({"alerts": [{**json.loads(step), "n": n} for n in range(alerts)]})
         return Completion(step, input_tokens=1000, output_tokens=100 * alerts, model=model)
@@ -111,6 +112,26 @@ async def test_medium_and_low_alerts_of_an_analysis_monitor_take_the_fast_tier()
     down = Scripted("gemini", ProviderError("server_error", "boom", status=500))
     q, _ = phraser(Scripted("anthropic"), down)
     assert (await q.phrase([alert(priority=Priority.MEDIUM)]))[0] == "anthropic/claude-sonnet-5-5"
+
+
+async def test_a_route_s_requests_each_hold_alerts_of_one_kind_when_the_batch_size_allows() -> None:
+    claude = Scripted("anthropic")
+    prompts: list[str] = []
+    complete = claude.complete
+
+    async def recording(*, model: str, system: str, prompt: str, max_tokens: int) -> Completion:
+        prompts.append(prompt)
+        return await complete(model=model, system=system, prompt=prompt, max_tokens=max_tokens)
+
+    claude.complete = recording  # type: ignore[method-assign]
+    p, _ = phraser(claude, batch_size=2)
+    alerts = [alert(fingerprint=f"r{i}") for i in range(4)]
+    for a in alerts[1::2]:
+        a.kind = "budget_exceeded"
+    await p.phrase_all(alerts)
+    kinds = sorted(tuple(sorted({a["kind"] for a in read_prompt(text)})) for text in prompts)
+    assert kinds == [("budget_exceeded",), ("budget_high",)]
+    assert all(a.title == "Budget at 85%" for a in alerts)
 
 
 async def test_analysis_min_priority_low_keeps_every_alert_on_its_monitor_s_tier() -> None:

@@ -21,16 +21,17 @@ import msgspec
 
 from pamd.model import Alert
 
-__all__ = ["SYSTEM", "Prompt", "build_prompt", "dropped_key", "estimate_tokens", "facts_digest", "trim_facts"]
+__all__ = ["SYSTEM", "Prompt", "build_prompt", "dropped_key", "estimate_tokens", "facts_digest", "read_prompt",
+           "trim_facts"]
 
 MAX_TITLE = 90
 MAX_BODY = 500
 MAX_ACTIONS = 3
 EXPECTED_OUTPUT_TOKENS = 120  # a title, two or three sentences and the actions' JSON
 
-SYSTEM = f"""You write the notifications of an RV-travel assistant. You get a JSON object whose "alerts" list
-holds one or more alerts, each with its number "n", kind, priority, the facts it rests on, the actions the app
-offers, and how its traveller reads numbers (units, currency).
+SYSTEM = f"""You write the notifications of an RV-travel assistant. The JSON you get groups alerts by monitor and
+kind; a group offers "actions" (index = place in the list) and names its "facts". Each alert is a row: its number n,
+priority, traveller's units and currency, then the value of each fact in order (null: does not apply).
 
 For each alert write a title (at most {MAX_TITLE} characters) and a body (at most {MAX_BODY} characters, two or three
 sentences): plain, warm, specific English that tells the traveller what is happening and what to do next.
@@ -65,26 +66,51 @@ class Prompt:
 
 
 def build_prompt(alerts: Sequence[Alert], max_tokens: int) -> Prompt:
-    """One request for ``alerts`` (numbered from 0 in order): each one's kind, priority, reader's units and
-    currency, trimmed facts and offered actions, as compact JSON. ``max_tokens`` is the reply budget per alert."""
-    payload = {"alerts": [_alert_payload(n, alert) for n, alert in enumerate(alerts)]}
+    """One request for ``alerts`` (numbered from 0 in order) as compact JSON: the alerts of one monitor, kind and
+    set of offered actions share a group, which names the facts and actions once, and each alert is a row of its
+    number, priority, reader's units and currency and its trimmed facts' values (null for a fact it lacks). Ten
+    alerts of one kind take about a third fewer tokens than ten self-describing objects; :func:`read_prompt` gives
+    the alerts back. ``max_tokens`` is the reply budget per alert."""
+    groups: dict[tuple[str, str, tuple[str, ...]], list[tuple[int, Alert, dict[str, Any]]]] = {}
+    for n, alert in enumerate(alerts):
+        labels = tuple(str(a.get("label") or a.get("action")) for a in alert.actions)
+        groups.setdefault((alert.monitor, alert.kind, labels), []).append((n, alert, trim_facts(alert.facts)))
+    payload = {"groups": [_group(monitor, kind, labels, members)
+                          for (monitor, kind, labels), members in groups.items()]}
     text = msgspec.json.encode(payload).decode()
     output = min(max_tokens, EXPECTED_OUTPUT_TOKENS) * len(alerts)
     return Prompt(text, estimate_tokens(SYSTEM) + estimate_tokens(text), output)
 
 
-def _alert_payload(n: int, alert: Alert) -> dict[str, Any]:
-    facts = alert.facts
-    return {
-        "n": n,
-        "kind": alert.kind,
-        "monitor": alert.monitor,
-        "priority": alert.priority.value,
-        "units": facts.get("units") if facts.get("units") in ("metric", "imperial") else "metric",
-        "currency": facts.get("currency") or None,
-        "facts": trim_facts(facts),
-        "actions": [{"index": i, "label": a.get("label") or a.get("action")} for i, a in enumerate(alert.actions)],
-    }
+_ROW_START = ("n", "priority", "units", "currency")  # what a row holds before its facts' values
+
+
+def _group(monitor: str, kind: str, labels: tuple[str, ...],
+           members: list[tuple[int, Alert, dict[str, Any]]]) -> dict[str, Any]:
+    keys = list(dict.fromkeys(key for _, _, facts in members for key in facts))  # first-seen order, no repeats
+    rows = []
+    for n, alert, facts in members:
+        units = alert.facts.get("units")
+        rows.append([n, alert.priority.value, units if units in ("metric", "imperial") else "metric",
+                     alert.facts.get("currency") or None, *(facts.get(key) for key in keys)])
+    return {"monitor": monitor, "kind": kind, "actions": list(labels), "facts": keys, "alerts": rows}
+
+
+def read_prompt(text: str) -> list[dict[str, Any]]:
+    """The alerts of a :func:`build_prompt` text, each as one object (``n``, ``monitor``, ``kind``, ``priority``,
+    ``units``, ``currency``, ``facts`` without the facts it lacked, ``actions`` as ``{"index", "label"}``), in the
+    order of ``n``: what a model reads in a row, spelt out (for previews, tests and fake models)."""
+    alerts = []
+    for group in msgspec.json.decode(text)["groups"]:
+        keys = group["facts"]
+        for row in group["alerts"]:
+            alert = dict(zip(_ROW_START, row, strict=False))
+            values = row[len(_ROW_START):]
+            alert.update(monitor=group["monitor"], kind=group["kind"],
+                         actions=[{"index": i, "label": label} for i, label in enumerate(group["actions"])],
+                         facts={key: value for key, value in zip(keys, values, strict=True) if value is not None})
+            alerts.append(alert)
+    return sorted(alerts, key=lambda alert: alert["n"])
 
 
 def estimate_tokens(text: str) -> int:

@@ -133,6 +133,7 @@ class Phraser:
         size = self.settings.batch_size
         async with anyio.create_task_group() as tg:
             for group in groups.values():
+                group.sort(key=_same_kind)  # a request's alerts of one kind share their prompt's column names
                 for start in range(0, len(group), size):
                     tg.start_soon(self._phrase_safely, group[start:start + size])
         self.metrics.budget_remaining.set(self.ledger.remaining_usd)
@@ -282,3 +283,7 @@ def _cache_key(alert: Alert, digest: str, route: Route) -> tuple[str, str, str]:
 
 def _apply(alert: Alert, phrasing: Phrasing) -> None:
     alert.title, alert.body, alert.actions = phrasing.title, phrasing.body, [dict(a) for a in phrasing.actions]
+
+
+def _same_kind(alert: Alert) -> tuple[str, str]:
+    return alert.monitor, alert.kind

@@ -70,7 +70,9 @@ class Compose:
     def answer(self, request: ModelRequest) -> Answer:
         import json
 
-        alerts = json.loads(request.prompt)["alerts"]
+        from pamd.ai.prompt import read_prompt
+
+        alerts = read_prompt(request.prompt)
         entries = []
         for alert in alerts:
             numbers = [(k, v) for k, v in alert["facts"].items() if isinstance(v, int | float)
