@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from pamd.store.pg import PostgresStore
-from pamd.store.records_budget import BudgetBands
+from pamd.store.pg_budget_candidates import _PERIOD_END, _PERIOD_START, zone_months
+from pamd.store.records_budget import Budget, BudgetBands, current_period
 from pamd.store.sqlite import SQLiteStore
 from pamd.testing import run_tick
 from tests.store_pairs import add
@@ -247,3 +248,37 @@ async def test_candidates_leave_out_users_far_from_a_band(pg: PostgresStore) -> 
                         pace_min_elapsed_pct=bcfg.pace_min_elapsed_pct)
     found = {inp.user_id async for batch in pg.iter_budget_candidates(bands, NOW) for inp in batch}
     assert found == {u for u, *_ in await budget_alerts(pg, NOW, False)}
+
+
+# -- the budget periods computed in SQL --------------------------------------------------------------------------
+
+
+async def test_sql_periods_are_current_period_s_on_every_day_of_fifteen_months(pg: PostgresStore) -> None:
+    """The candidate statement's period of a budget (its own SQL fragments) is :func:`current_period`'s, for weekly,
+    monthly, yearly and explicit budgets anchored on month ends and leap days, every day from Dec 2023 to Mar 2025."""
+    starts = [None, date(2023, 1, 1), date(2023, 1, 29), date(2023, 1, 30), date(2023, 1, 31), date(2023, 4, 30),
+              date(2023, 11, 15), date(2024, 2, 29), date(2023, 12, 31), date(2024, 6, 5)]
+    ends = [None, date(2024, 11, 3)]
+    budgets = [Budget(id="b", category=None, amount=1.0, period=kind, start_date=start, end_date=end)
+               for kind in ("weekly", "monthly", "yearly", "custom") for start in starts for end in ends]
+    todays = [date(2023, 12, 20) + timedelta(days=n) for n in range(460)]
+    cases = [(b, today) for today in todays for b in budgets]
+    months = zone_months([today for _, today in cases])
+    sql = f"""
+        WITH b AS (SELECT * FROM unnest($1::text[], $2::date[], $3::date[], $4::int[], $5::int[], $6::date[],
+                                        $7::date[], $8::int[], $9::date[], $10::int[], $11::date[], $12::int[])
+                   AS b(kind, s, e, dd, mo, today, m0, dim0, pm0, dimp, nm0, dimn)),
+             p AS MATERIALIZED (SELECT b.*, {_PERIOD_START} AS lo FROM b)
+        SELECT lo, {_PERIOD_END} AS hi FROM p"""
+    rows = await pg._fetch(
+        sql, [b.period for b, _ in cases], [b.start_date for b, _ in cases], [b.end_date for b, _ in cases],
+        [b.start_date.day if b.start_date else 1 for b, _ in cases],
+        [b.start_date.month if b.start_date else 1 for b, _ in cases], [today for _, today in cases], *months)
+    assert len(rows) == len(cases) > 30_000
+    wrong = []
+    for (b, today), (lo, hi) in zip(cases, rows, strict=True):
+        period = current_period(b, today)
+        expected = (period.start, period.end) if period is not None else (None, None)
+        if (lo, hi if lo is not None else None) != expected:
+            wrong.append((b.period, b.start_date, b.end_date, today, lo, hi, expected))
+    assert wrong == []

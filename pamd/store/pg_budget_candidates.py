@@ -16,9 +16,10 @@ differently in SQL and Python (surrounding whitespace, non-ASCII letters): the c
 
 from __future__ import annotations
 
+import calendar
 from collections.abc import AsyncGenerator, Sequence
-from datetime import date, datetime
-from typing import TYPE_CHECKING
+from datetime import date, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 from pamd.store.pg_budget import PostgresBudgetQueries
 from pamd.store.pg_scan import ZONES_SQL, fetch_page, page_where, scan_batches
@@ -37,63 +38,71 @@ def _clamp(month_start: str, day: str) -> str:
     return _CLAMP.format(month_start, day)
 
 
-_M0 = "date_trunc('month', b.today)::date"
 _Y0 = "make_date(extract(year FROM b.today)::int, b.mo, 1)"
+
+# The first day of a budget's current period (NULL: none), over a row ``b`` of the budget (kind, s, e, dd, mo) and
+# its user's zone (today; m0, pm0: the first of today's and the previous month, dim0, dimp: their lengths). Weekly
+# and monthly periods, most budgets, take date-and-integer arithmetic on the zone's months, computed in Python:
+# Postgres's interval arithmetic and date_trunc cost about 3 us a row. A week starts on the weekday of the start
+# date (Monday, 2000-01-03, without one).
+_PERIOD_START = f"""CASE
+        WHEN b.kind NOT IN ('weekly', 'monthly', 'yearly') THEN CASE WHEN b.s <= b.today AND b.today <= b.e THEN b.s END
+        WHEN b.today < b.s OR b.today > b.e THEN NULL
+        WHEN b.kind = 'weekly' THEN b.today - (((b.today - COALESCE(b.s, DATE '2000-01-03')) % 7 + 7) % 7)
+        WHEN b.kind = 'monthly' THEN CASE WHEN b.m0 + least(b.dd, b.dim0) - 1 <= b.today
+                                          THEN b.m0 + least(b.dd, b.dim0) - 1 ELSE b.pm0 + least(b.dd, b.dimp) - 1 END
+        ELSE CASE WHEN {_clamp(_Y0, "b.dd")} <= b.today THEN {_clamp(_Y0, "b.dd")}
+                  ELSE {_clamp(f"({_Y0} - interval '1 year')::date", "b.dd")} END
+    END"""
+# Its last day, over the same row with the first day as ``lo`` (nm0, dimn: the next month's first day and length).
+_PERIOD_END = f"""CASE
+        WHEN p.kind NOT IN ('weekly', 'monthly', 'yearly') THEN p.e
+        WHEN p.kind = 'weekly' THEN p.lo + 6
+        WHEN p.kind = 'monthly' THEN CASE WHEN p.lo >= p.m0 THEN p.nm0 + least(p.dd, p.dimn) - 2
+                                          ELSE p.m0 + least(p.dd, p.dim0) - 2 END
+        ELSE {_clamp("(date_trunc('month', p.lo) + interval '1 year')::date", "p.dd")} - 1
+    END"""
+# A spelling that SQL's lower/btrim may normalise differently from Python's: surrounding whitespace or non-ASCII
+# (more bytes than characters in UTF-8); cheaper than a regular expression on every row.
+_ODD_TEXT = "COALESCE(octet_length({0}) <> length({0}) OR btrim({0}, E' \\t\\n\\r\\f\\v') <> {0}, false)"
 
 # {where}: profile_where()'s clause (its parameter first when paging). Then: $a inactive statuses, $b page size,
 # $c/$d/$e/$f time zones (name, local today, fraction of the day, known), $g high %, $h pace %, $i pace minimum days,
-# $j pace minimum % of the period.
+# $j pace minimum % of the period, $k..$p the zones' months (see _PERIOD_START and _PERIOD_END).
 _SCAN_SQL = f"""
 WITH page AS (
     SELECT id, COALESCE(NULLIF(timezone, ''), 'UTC') AS tz FROM profiles
     WHERE {{where}} AND COALESCE(status, 'active') <> ALL(${{a}}::text[]) ORDER BY id LIMIT ${{b}}
 ),
 span AS (SELECT min(id) AS lo, max(id) AS hi, count(*) AS n FROM page),
-t AS (SELECT * FROM unnest(${{c}}::text[], ${{d}}::date[], ${{e}}::float8[], ${{f}}::bool[])
-      AS t(name, today, frac, known)),
+t AS (SELECT * FROM unnest(${{c}}::text[], ${{d}}::date[], ${{e}}::float8[], ${{f}}::bool[], ${{k}}::date[],
+                            ${{l}}::int[], ${{m}}::date[], ${{n}}::int[], ${{o}}::date[], ${{p}}::int[])
+      AS t(name, today, frac, known, m0, dim0, pm0, dimp, nm0, dimn)),
 b AS (
     SELECT page.id AS user_id, x.id AS b_id, x.amount, x.period,
            lower(btrim(COALESCE(NULLIF(x.period, ''), 'monthly'))) AS kind,
            x.start_date AS s, x.end_date AS e, x.category, lower(btrim(x.category)) AS label,
            COALESCE(extract(day FROM x.start_date)::int, 1) AS dd, COALESCE(extract(month FROM x.start_date)::int, 1)
-           AS mo, t.today, t.frac, t.known
+           AS mo, t.today, t.frac, t.known, t.m0, t.dim0, t.pm0, t.dimp, t.nm0, t.dimn
     FROM span JOIN budgets AS x ON x.user_id BETWEEN span.lo AND span.hi JOIN page ON page.id = x.user_id
     LEFT JOIN t ON t.name = page.tz
 ),
-p AS MATERIALIZED (
-    SELECT b.*, CASE
-        WHEN b.kind NOT IN ('weekly', 'monthly', 'yearly') THEN CASE WHEN b.s <= b.today AND b.today <= b.e THEN b.s END
-        WHEN b.today < b.s OR b.today > b.e THEN NULL
-        WHEN b.kind = 'weekly' THEN b.today - (((extract(isodow FROM b.today)::int
-                                               - COALESCE(extract(isodow FROM b.s)::int, 1)) % 7 + 7) % 7)
-        WHEN b.kind = 'monthly' THEN CASE WHEN {_clamp(_M0, "b.dd")} <= b.today THEN {_clamp(_M0, "b.dd")}
-                                          ELSE {_clamp(f"({_M0} - interval '1 month')::date", "b.dd")} END
-        ELSE CASE WHEN {_clamp(_Y0, "b.dd")} <= b.today THEN {_clamp(_Y0, "b.dd")}
-                  ELSE {_clamp(f"({_Y0} - interval '1 year')::date", "b.dd")} END
-    END AS lo
-    FROM b
-),
+p AS MATERIALIZED (SELECT b.*, {_PERIOD_START} AS lo FROM b),
 q AS MATERIALIZED (
-    SELECT p.*, CASE
-        WHEN p.kind NOT IN ('weekly', 'monthly', 'yearly') THEN p.e
-        WHEN p.kind = 'weekly' THEN p.lo + 6
-        WHEN p.kind = 'monthly' THEN
-            {_clamp("(date_trunc('month', p.lo) + interval '1 month')::date", "p.dd")} - 1
-        ELSE {_clamp("(date_trunc('month', p.lo) + interval '1 year')::date", "p.dd")} - 1
-    END AS hi,
+    SELECT p.*, {_PERIOD_END} AS hi,
     NOT COALESCE(p.amount > 0 AND p.amount < 'Infinity'::float8, false) OR COALESCE(p.e < p.s, false)
         OR (p.kind NOT IN ('weekly', 'monthly', 'yearly') AND (p.s IS NULL OR p.e IS NULL))
-        OR COALESCE(p.category ~ '^[[:space:]]|[[:space:]]$|[^[:ascii:]]', false)
-        OR COALESCE(p.period ~ '^[[:space:]]|[[:space:]]$|[^[:ascii:]]', false) OR p.known IS NOT TRUE AS odd
+        OR {_ODD_TEXT.format("p.category")} OR {_ODD_TEXT.format("p.period")} OR p.known IS NOT TRUE AS odd
     FROM p
 ),
-spend AS (
-    SELECT q.user_id, q.odd, q.amount, q.lo, q.hi, q.today, q.frac,
-           SUM(e.amount) FILTER (WHERE e.amount BETWEEN 0 AND 1e15 AND e.date <= q.today) AS spent,
-           COUNT(e.id) FILTER (WHERE NOT COALESCE(e.amount BETWEEN 0 AND 1e15 AND e.date <= q.today, false)) AS bad
-    FROM q LEFT JOIN expenses AS e ON q.lo IS NOT NULL AND e.user_id = q.user_id AND e.date BETWEEN q.lo AND q.hi
-        AND (q.label IS NULL OR q.label IN ('', 'total', 'all') OR lower(trim(e.category)) = q.label)
-    GROUP BY q.user_id, q.b_id, q.odd, q.amount, q.lo, q.hi, q.today, q.frac
+spend AS (  -- per budget, one aggregate over its period's index range (no sort of the page's rows by budget)
+    SELECT q.user_id, q.odd, q.amount, q.lo, q.hi, q.today, q.frac, x.spent, x.bad
+    FROM q CROSS JOIN LATERAL (
+        SELECT SUM(e.amount) FILTER (WHERE e.amount BETWEEN 0 AND 1e15 AND e.date <= q.today) AS spent,
+               COUNT(e.id) FILTER (WHERE NOT COALESCE(e.amount BETWEEN 0 AND 1e15 AND e.date <= q.today, false)) AS bad
+        FROM expenses AS e WHERE e.user_id = q.user_id AND e.date BETWEEN q.lo AND q.hi
+            AND (q.label IS NULL OR q.label IN ('', 'total', 'all') OR lower(trim(e.category)) = q.label)
+    ) AS x
 ),
 judged AS (
     SELECT user_id, odd OR bad > 0 OR (lo IS NOT NULL AND (
@@ -118,6 +127,24 @@ def _days(now: datetime, names: Sequence[str]) -> tuple[list[str], list[date], l
     return list(names), [d[0] for d in days], [d[1] for d in days], [d[2] for d in days]
 
 
+def zone_months(todays: Sequence[date]) -> list[list[Any]]:
+    """For each local today: the first day and length of its month, of the month before and of the month after
+    (the six columns ``m0, dim0, pm0, dimp, nm0, dimn`` of :data:`_PERIOD_START` and :data:`_PERIOD_END`)."""
+    columns: list[list[Any]] = [[], [], [], [], [], []]
+    for today in todays:
+        first = today.replace(day=1)
+        before = (first - timedelta(days=1)).replace(day=1)
+        after = (first + timedelta(days=31)).replace(day=1)
+        for column, value in zip(columns, (first, _length(first), before, _length(before), after, _length(after)),
+                                 strict=True):
+            column.append(value)
+    return columns
+
+
+def _length(first: date) -> int:
+    return calendar.monthrange(first.year, first.month)[1]
+
+
 class PostgresBudgetCandidates(PostgresBudgetQueries):
     """The budget candidates on Postgres (see the module docstring)."""
 
@@ -136,14 +163,15 @@ class PostgresBudgetCandidates(PostgresBudgetQueries):
             return [row[0] for row in await conn.fetch(ZONES_SQL)]
 
         days = _days(now, await self._call(zones))
+        months = zone_months(days[1])
 
         async def step(
             conn: asyncpg.Connection, after: str | None, upto: str | None
         ) -> tuple[list[BudgetInput], str | None]:
-            where, params, names = page_where(self, after, upto, "abcdefghij")
+            where, params, names = page_where(self, after, upto, "abcdefghijklmnop")
             last, count, ids = await fetch_page(
                 self, conn, _SCAN_SQL.format(where=where, **names), *params, list(INACTIVE_STATUSES), scan_size, *days,
-                bands.high_pct, bands.pace_pct, bands.pace_min_elapsed_days, bands.pace_min_elapsed_pct)
+                bands.high_pct, bands.pace_pct, bands.pace_min_elapsed_days, bands.pace_min_elapsed_pct, *months)
             batch: list[BudgetInput] = []
             if ids:
                 batch, _ = await self._budget_batch(conn, None, len(ids), None, now, top_categories, ids=list(ids))
