@@ -68,6 +68,7 @@ async def alert_path(url: str, redis_url: str, count: int) -> dict[str, Any]:
         await pipeline.aclose()
         await store.aclose()
     return {"alerts": len(alerts), "delivered": result.outcomes["delivered"], "in_redis": in_redis,
+            "held": result.outcomes.get("held", 0),
             "seconds": seconds, "sink_seconds": in_sink[0],
             "rss_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 

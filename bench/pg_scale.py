@@ -103,7 +103,8 @@ def report(results: list[dict[str, Any]], users: int, path: dict[str, Any], naiv
     if path:
         rate = path["delivered"] / path["seconds"]
         print(f"alert path: {path['alerts']:,} alerts -> pipeline (pam_alerts) -> redis sink: {path['delivered']:,} "
-              f"delivered ({path['in_redis']:,} in the stream) in {path['seconds']:.2f} s, of which "
+              f"delivered ({path['in_redis']:,} in the stream; {path.get('held', 0):,} held for the users' quiet "
+              f"hours) in {path['seconds']:.2f} s, of which "
               f"{path['sink_seconds']:.2f} s in the sink: {rate:,.0f} alerts/s; peak RSS {path['rss_peak_mb']:.0f} MB; "
               + verdict("alerts/s", rate >= TARGET_ALERTS_PER_S, f">= {TARGET_ALERTS_PER_S:,.0f}"))
     if naive:
