@@ -114,7 +114,7 @@ def child(args: argparse.Namespace) -> None:
     from pamd.ai.setup import build_phraser
     from pamd.assemble import assemble
     from pamd.coordination.local import LocalCoordinator
-    from pamd.daemon import freeze_startup_heap
+    from pamd.heap import settle_heap
     from pamd.metrics import Metrics
     from pamd.pipeline import AlertPipeline
     from pamd.providers import ProviderHub
@@ -134,7 +134,7 @@ def child(args: argparse.Namespace) -> None:
         pipeline = AlertPipeline({}, metrics, book=store, settings=assembly.config.alerts, phraser=phraser)
         state = _instrument(pipeline, phraser, assembly.config.ai.anthropic.max_tokens)
         runner = Runner({job.name: job}, pipeline, metrics, coordinator, store, providers=hub, keep_decisions=False)
-        freeze_startup_heap()  # as the daemon does once started
+        settle_heap()  # as the daemon does once started
         ticks = []
         for _ in ("first", "again"):  # the second tick at once: every condition in cooldown
             before = _ai_counters(metrics.registry)

@@ -117,7 +117,7 @@ def run_child(
 
     from pamd.assemble import assemble
     from pamd.coordination.local import LocalCoordinator
-    from pamd.daemon import freeze_startup_heap
+    from pamd.heap import settle_heap
     from pamd.metrics import Metrics
     from pamd.pipeline import AlertPipeline
     from pamd.providers import ProviderHub
@@ -147,7 +147,7 @@ def run_child(
 
         pipeline.open = timed_open  # type: ignore[method-assign]
         runner = Runner({job.name: job}, pipeline, metrics, coordinator, store, providers=hub, keep_decisions=False)
-        freeze_startup_heap()  # as the daemon does once started
+        settle_heap()  # as the daemon does once started
         rss_before = _rss_mb()
         started, cpu = time.perf_counter(), time.process_time()
         result = await runner.run_tick(job, datetime.now(UTC).replace(microsecond=0))

@@ -7,7 +7,6 @@ reloads config and plugins while the HTTP port stays open; a bad new config keep
 
 from __future__ import annotations
 
-import gc
 import logging
 import os
 import signal
@@ -28,6 +27,7 @@ from pamd.alerts.split_book import RedisStateBook, open_alert_book
 from pamd.assemble import Assembly, assemble
 from pamd.config import ConfigError, redact
 from pamd.coordination import Coordinator, open_coordinator
+from pamd.heap import settle_heap
 from pamd.logs import setup_logging
 from pamd.loopwatch import LoopWatch
 from pamd.metrics import Metrics
@@ -105,7 +105,7 @@ class Daemon:
                 tg.start_soon(self._ping_watchdog)
                 tg.start_soon(deliver_in_background, lambda: self.current.runner.pipeline if self.current else None,
                               config.alerts, self.coordinator.is_leader, started_at)
-                frozen = freeze_startup_heap()
+                frozen = settle_heap()
                 log.debug("%d startup objects moved out of the garbage collector's way", frozen)
                 self.state = "running"
                 listen = config.http.listen if sock else "off"
@@ -308,19 +308,6 @@ class Daemon:
             "last_reload": self.last_reload,
             "event_loop": {"last_stall": self.loopwatch.last_stall if self.loopwatch else None},
         }
-
-
-def freeze_startup_heap() -> int:
-    """Collect once, then move every object alive now (modules, plugins, config and, with an AI key, the SDKs and
-    their pydantic models) to the garbage collector's permanent generation; returns how many are frozen.
-
-    They live as long as the process, but every full collection during a tick walked them again: with both AI SDKs
-    loaded there are about 240,000 of them (40,000 without), and a 20,000-user maintenance tick spent 0.83 s in the
-    collector with nothing to phrase (0.10 s once frozen). Done once, at start: objects frozen and later dropped
-    are freed by reference counting only, so a reload does not freeze again."""
-    gc.collect()
-    gc.freeze()
-    return gc.get_freeze_count()
 
 
 async def _ping(backend: Store | Coordinator | None) -> str:

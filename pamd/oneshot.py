@@ -22,6 +22,7 @@ from pamd.alerts.split_book import RedisStateBook, open_alert_book
 from pamd.assemble import Assembly
 from pamd.config import redact
 from pamd.coordination import open_coordinator
+from pamd.heap import settle_heap
 from pamd.metrics import Metrics
 from pamd.pipeline import AlertPipeline
 from pamd.providers import ProviderHub
@@ -56,6 +57,7 @@ async def one_shot_runner(assembly: Assembly, *, deliver: bool) -> AsyncIterator
 async def trigger(assembly: Assembly, monitor: str, user: str | None, dry_run: bool) -> bool:
     """Run one tick of ``monitor`` now: alerts as JSON lines on stdout, decisions and a summary on stderr."""
     async with one_shot_runner(assembly, deliver=not dry_run) as runner:
+        settle_heap()  # a tick over every user allocates as the daemon's do: the same collector settings
         result = await runner.run_tick(assembly.jobs[monitor], _now(), user_id=user, dry_run=dry_run)
         _print_outcome(result, dry_run, runner.pipeline.phraser)
     return result.outcome == "success"

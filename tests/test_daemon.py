@@ -205,20 +205,24 @@ def test_stuck_tick_does_not_hold_shutdown(tmp_path: Path, port: int, daemons: l
 
 
 def test_startup_objects_are_frozen_and_later_garbage_still_collected() -> None:
-    """What the daemon does once started (in a child process: freezing is process-wide)."""
+    """What the daemon does once started (in a child process: freezing is process-wide): startup objects frozen,
+    young collections spaced out, and cycles made later still collected without being asked for."""
     code = """
 import gc, weakref
-from pamd.daemon import freeze_startup_heap
-frozen = freeze_startup_heap()
+from pamd.heap import YOUNG_THRESHOLD, settle_heap
+frozen = settle_heap()
 assert frozen == gc.get_freeze_count() > 10_000, frozen  # pamd's modules, pluggy, msgspec, anyio...
+assert gc.get_threshold()[0] == YOUNG_THRESHOLD == 50_000
 class Node:
     pass
-a, b = Node(), Node()
-a.other, b.other = b, a  # a cycle made after the freeze
-gone = weakref.ref(a)
-del a, b
-gc.collect()
-assert gone() is None
+def cycle():
+    a, b = Node(), Node()
+    a.other, b.other = b, a  # a cycle made after the freeze
+    return weakref.ref(a)
+gone = cycle()
+collections = gc.get_stats()[0]["collections"]
+kept = [Node() for _ in range(YOUNG_THRESHOLD + 1)]  # enough new objects for a young collection
+assert gone() is None and gc.get_stats()[0]["collections"] > collections
 print(frozen)
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=60)
