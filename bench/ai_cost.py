@@ -318,7 +318,7 @@ def measure(args: argparse.Namespace, dbs: dict[str, Path]) -> list[dict[str, An
     with serve_bench_providers() as (weather_url, places_url), running(AnthropicAPI()) as anthropic, \
             running(GeminiAPI()) as gemini:
         for fake in (anthropic, gemini):
-            fake.default = Compose(delay=args.delay)
+            fake.default = Compose(delay=args.delay, jitter=args.jitter)
         keys = {"ANTHROPIC_API_KEY": anthropic.api_key, "GEMINI_API_KEY": gemini.api_key}
         base_env = {k: v for k, v in os.environ.items() if k not in AI_KEYS and not k.startswith("PAMD_")}
         base_env["NO_PROXY"] = base_env["no_proxy"] = "127.0.0.1,localhost"
@@ -355,6 +355,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--users", type=int, default=100_000)
     parser.add_argument("--delay", type=float, default=0.05, help="the fake providers' latency per request (s)")
+    parser.add_argument("--jitter", type=float, default=0.0,
+                        help="spread each delay uniformly over delay x (1 +- jitter) (default 0: every request alike)")
     parser.add_argument("--concurrency", type=int, default=16, help="[ai] max_concurrency")
     parser.add_argument("--batch-size", type=int, help="[ai] batch_size (default: pamd's default)")
     parser.add_argument("--analysis-min-priority", choices=["low", "medium", "high", "urgent"],
@@ -378,16 +380,18 @@ def main() -> None:
         shutil.copyfile(dbs["on"], dbs["off"])  # AI off runs on its own copy: its first tick sees new conditions
         users = counts["profiles"]
         print(f"generated {users:,} users ({sum(counts.values()):,} rows) in {time.perf_counter() - started:.1f} s; "
-              f"fake providers answer after {args.delay:g} s, [ai] max_concurrency = {args.concurrency}, batch_size = "
-              f"{args.batch_size or 'default'}, analysis_min_priority = {args.analysis_min_priority or 'default'}")
+              f"fake providers answer after {args.delay:g} s (jitter {args.jitter:g}), [ai] max_concurrency = "
+              f"{args.concurrency}, batch_size = {args.batch_size or 'default'}, analysis_min_priority = "
+              f"{args.analysis_min_priority or 'default'}")
         runs = measure(args, dbs)
         figures = {"users": users, "ratios": report_cost(runs),
                    "latency": report_latency(runs, args.delay, args.concurrency)}
         results_dir = ROOT / "bench" / "results"
         results_dir.mkdir(exist_ok=True)
         out_path = results_dir / f"ai-cost-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
-        out_path.write_text(json.dumps({**figures, "delay": args.delay, "concurrency": args.concurrency,
-                                        "runs": runs, "cpu_count": os.cpu_count()}, indent=2))
+        out_path.write_text(json.dumps({**figures, "delay": args.delay, "jitter": args.jitter,
+                                        "concurrency": args.concurrency, "runs": runs, "cpu_count": os.cpu_count()},
+                                       indent=2))
         print(f"written {out_path}")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -15,6 +15,7 @@ gets ``fake.default`` (an :class:`Answer` unless changed). ``fake.requests`` lis
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from collections.abc import Iterator
@@ -63,9 +64,12 @@ class Malformed:
 class Compose:
     """A faithful reply written from the request itself, like a model that follows pamd's instructions: for each
     alert of the prompt, a title from its kind and a body stating its first numeric fact; token counts estimated from
-    the text (about four characters a token), so costs computed from them are realistic."""
+    the text (about four characters a token), so costs computed from them are realistic. ``jitter`` spreads the
+    delay uniformly over ``delay * (1 +- jitter)`` (same mean), as a real API's latency varies from request to
+    request; with none, requests sent together are answered together."""
 
     delay: float = 0.0
+    jitter: float = 0.0
 
     def answer(self, request: ModelRequest) -> Answer:
         import json
@@ -83,8 +87,11 @@ class Compose:
                             if alert["actions"] else []})
         text = json.dumps({"alerts": entries})
         return Answer(text, input_tokens=(len(request.system) + len(request.prompt)) // 4,
-                      output_tokens=len(text) // 4, delay=self.delay)
+                      output_tokens=len(text) // 4,
+                      delay=self.delay * (1 + _JITTER.uniform(-self.jitter, self.jitter)))
 
+
+_JITTER = random.Random(0)  # reproducible spreads of Compose's delays
 
 Outcome = Answer | Error | Malformed | Compose
 
