@@ -116,7 +116,7 @@ def test_the_prompt_carries_only_the_facts_and_the_readers_units() -> None:
     assert facts_digest(changed) != facts_digest(alert) == facts_digest(fuel_alert())
 
 
-def test_a_batch_names_each_kind_s_columns_once_and_reads_back_alert_by_alert() -> None:
+def test_a_batch_names_each_kind_s_facts_once_and_reads_back_alert_by_alert() -> None:
     budget = Alert(user_id="u2", kind="budget_threshold", priority=Priority.HIGH, title="t", body="b",
                    monitor="budget", facts={"spent": 850.0, "n": 7, "priority": "food", "note": None,
                                             "top": [{"category": "food", "amount": 500.0}], "currency": "EUR"},

@@ -133,7 +133,7 @@ class Phraser:
         size = self.settings.batch_size
         async with anyio.create_task_group() as tg:
             for group in groups.values():
-                group.sort(key=_same_kind)  # a request's alerts of one kind share their prompt's column names
+                group.sort(key=_same_kind)  # a request's alerts of one kind share one list of fact names
                 for start in range(0, len(group), size):
                     tg.start_soon(self._phrase_safely, group[start:start + size])
         self.metrics.budget_remaining.set(self.ledger.remaining_usd)

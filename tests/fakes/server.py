@@ -79,7 +79,7 @@ class FakeServer:
         class _Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1" if keep_alive else "HTTP/1.0"
             # A reply goes out in two writes (headers, then body): with Nagle's algorithm the body waited for the
-            # client's delayed ACK of the headers, 40 ms on Linux, on every keep-alive reply. Real servers send it.
+            # client's delayed ACK of the headers, 40 ms on Linux, on every keep-alive reply (real APIs do not stall).
             disable_nagle_algorithm = True
 
             def setup(self) -> None:
