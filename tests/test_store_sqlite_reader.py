@@ -136,6 +136,9 @@ async def test_a_killed_reader_fails_the_scan_and_the_next_one_recovers(store: S
     assert store._page_reader is not None
     pid = store._page_reader.pid
     assert pid is not None
+    # Time enough for a child without flow control to write the whole scan (20 small pages) into the pipe, after
+    # which its death would go unnoticed; this one waits a page ahead.
+    await asyncio.sleep(0.3)
     os.kill(pid, signal.SIGKILL)
     with pytest.raises(PageReaderError, match="died"):
         async for _ in stream:

@@ -5,9 +5,11 @@ into records (parsing times, checking numbers, building structs) is Python work 
 own. For a full scan of a big database (``SQLiteBase`` decides: every user, at least ``read_process_min_users``
 profiles) the pages are read instead by a *page reader*: one child process with its own query-only
 connection, which walks the keyset pages of one stream at a time and sends each page MessagePack-encoded through a
-pipe (the records are :class:`msgspec.Struct` values: decoding is a fraction of building them). The pipe holds
-about one page, which keeps the child a page ahead of the monitor and no further. Rows the child skips (bad data)
-come back with their page and are counted and logged by the parent as if read there.
+pipe (the records are :class:`msgspec.Struct` values: decoding is a fraction of building them). The parent answers
+each page with an empty frame as it receives it, and the child reads a page only after that answer to the one
+before: the child works a page ahead of the monitor and no further, whatever the pages' size (a pipe alone holds
+64 KiB, a whole small scan). Rows the child skips (bad data) come back with their page and are counted and logged
+by the parent as if read there.
 
 The child (:func:`main`, with the parent's import path; its requests and pages as length-prefixed frames on its stdin
 and stdout) is started at the first such scan and kept for the next; a stream that is abandoned before its last page
@@ -104,6 +106,10 @@ class PageReader:
                 if kind == "end":
                     finished = True
                     return
+                try:
+                    _write_frame(process.stdin, b"")  # the child may read the next page
+                except OSError as exc:
+                    raise PageReaderError(f"the sqlite page reader died ({exc})") from exc
                 if records:
                     yield records
         finally:
@@ -125,7 +131,8 @@ class PageReader:
         process.wait(5)
         for pipe in (process.stdin, process.stdout):
             if pipe is not None:
-                pipe.close()
+                with contextlib.suppress(OSError):  # a go-ahead still buffered for a dead child cannot be flushed
+                    pipe.close()
 
 
 def _write_frame(pipe: IO[bytes], payload: bytes) -> None:
@@ -169,6 +176,8 @@ def serve(requests: IO[bytes], pages: IO[bytes]) -> None:
                 records, after = getattr(store, method)(readers[url], after, *args)
                 _write_frame(pages, encoder.encode(("page", records, skipped, "")))
                 skipped.clear()
+                if _read_frame(requests) is None:  # the parent's go-ahead, sent as it received the page
+                    return
                 if after is None:
                     break
             _write_frame(pages, encoder.encode(("end", [], [], "")))
