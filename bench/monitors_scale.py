@@ -155,9 +155,9 @@ def run_child(
         first_pipeline = in_pipeline[0]
         probed = probe() if probe is not None else {}
         # The same tick again a second later: every condition is now in cooldown (the steady state of a schedule).
-        started = time.perf_counter()
+        started, again_cpu = time.perf_counter(), time.process_time()
         again = await runner.run_tick(job, datetime.now(UTC).replace(microsecond=0))
-        again_seconds = time.perf_counter() - started
+        again_seconds, again_cpu = time.perf_counter() - started, time.process_time() - again_cpu
         again_probed = probe() if probe is not None else {}
         reader = getattr(store, "_page_reader", None)  # SQLite's page reader process, if the ticks started it
         reader_peak = _rss_mb(reader.pid, "VmHWM") if reader is not None and reader.pid is not None else 0.0
@@ -167,6 +167,7 @@ def run_child(
                        for s in m.samples if s.name.endswith("_total"))
         return {"monitor": monitor, "outcome": result.outcome, "error": result.error, "seconds": seconds,
                 "pipeline_seconds": first_pipeline, "cpu_seconds": cpu, "again_seconds": again_seconds,
+                "again_cpu_seconds": again_cpu,
                 "again_outcome": again.outcome, "again_accepted": again.accepted,
                 "alerts": result.produced, "accepted": result.accepted, "degraded": result.degradations,
                 "rss_before_mb": rss_before,

@@ -80,7 +80,8 @@ def report(results: list[dict[str, Any]], users: int, path: dict[str, Any], naiv
         return f"{name} {'PASS' if ok else 'FAIL'} ({text})"
 
     print(f"\n{'monitor':<12} {'tick s':>7} {'users/s':>9} {'pipeline s':>10} {'CPU s':>6} {'rows (mon/pipe)':>17} "
-          f"{'alerts':>7} {'again s':>7} {'rows again':>10} {'req':>4} {'RSS MB':>6} {'peak':>6} {'growth':>6}  target")
+          f"{'alerts':>7} {'again s':>7} {'CPU s':>6} {'rows again':>10} {'req':>4} {'RSS MB':>6} {'peak':>6} "
+          f"{'growth':>6}  target")
     for r in results:
         rate = users / r["seconds"] if r["seconds"] else 0.0
         rows, again = r["probe"], r["again_probe"]
@@ -92,7 +93,8 @@ def report(results: list[dict[str, Any]], users: int, path: dict[str, Any], naiv
         print(f"{r['monitor']:<12} {r['seconds']:>7.2f} {rate:>9,.0f} "
               f"{r['pipeline_seconds']:>10.2f} {r['cpu_seconds']:>6.2f} "
               f"{rows['monitor']:>8,}/{rows['pipeline']:<8,} {r['alerts']:>7,} "
-              f"{r['again_seconds']:>7.2f} {again['monitor'] + again['pipeline']:>10,} {r['provider_requests']:>4.0f} "
+              f"{r['again_seconds']:>7.2f} {r['again_cpu_seconds']:>6.2f} "
+              f"{again['monitor'] + again['pipeline']:>10,} {r['provider_requests']:>4.0f} "
               f"{r['rss_before_mb']:>6.1f} {r['rss_peak_mb']:>6.1f} {r['rss_peak_mb'] - r['rss_before_mb']:>6.1f}  "
               + "; ".join(checks))
         if r["degraded"] or r["error"]:

@@ -18,9 +18,10 @@ from datetime import UTC, datetime, time, timedelta
 from typing import TYPE_CHECKING
 
 from pamd.alerts.book import AlertBook, AlertContext, FencedError
-from pamd.alerts.decide import Decision, decide
+from pamd.alerts.decide import Decision, cooldown_decision, decide, in_cooldown
 from pamd.alerts.delivery import Deliverer
 from pamd.alerts.prefs import Preferences, effective
+from pamd.alerts.seen import TickFingerprints
 from pamd.config import AlertsSection
 from pamd.metrics import Metrics
 from pamd.model import Alert, PackedAlerts, Priority, new_alert_id
@@ -113,15 +114,17 @@ class AlertPipeline:
             await self.phraser.phrase_all([d.alert for d in decided if d.accepted])
 
     async def _write(
-        self, monitor: str, decided: list[Decision], now: datetime, scheduled_at: datetime | None, sweep: bool,
-        user_id: str | None, epoch: int, still_leading: Callable[[], bool] | None, phrased: Awaitable[None],
+        self, monitor: str, decided: list[Decision], now: datetime, scheduled_at: datetime | None,
+        sweep: TickFingerprints | None, user_id: str | None, epoch: int, still_leading: Callable[[], bool] | None,
+        phrased: Awaitable[None],
     ) -> None:
-        """Store one batch's decisions once ``phrased`` (forgetting resolved conditions if ``sweep``), then deliver
-        what they let through."""
+        """Store one batch's decisions once ``phrased`` (and, given ``sweep``, every fingerprint the tick decided,
+        forget the conditions it did not report), then deliver what they let through."""
         await phrased
         if self.book is not None:
             resolved = await self.book.record_decisions(
-                monitor, decided, now, scheduled_at=scheduled_at, sweep=sweep, sweep_user=user_id, epoch=epoch)
+                monitor, decided, now, scheduled_at=scheduled_at, sweep=sweep is not None, seen=sweep,
+                sweep_user=user_id, epoch=epoch)
             if resolved:
                 self.metrics.alerts_resolved.labels(monitor).inc(len(resolved))
                 log.info("monitor %s: %d condition(s) resolved", monitor, len(resolved), extra={"monitor": monitor})
@@ -143,7 +146,12 @@ class AlertPipeline:
                     for a in alerts]
         if not alerts:
             return []
-        ctx = await self.book.alert_context(monitor, alerts, now)
+        states = await self.book.alert_states(sorted({a.fingerprint for a in alerts}))
+        # A repeat in cooldown needs nothing about its user: the rest of the context (time zones, preferences,
+        # today's counts) is read only for the other alerts, on a steady tick for none.
+        fresh = [a for a in alerts if not in_cooldown(a, states.get(a.fingerprint), now, cooldown)]
+        ctx = await self.book.alert_context(monitor, fresh, now) if fresh else AlertContext()
+        ctx.states = states
         return self._decide_with(ctx, monitor, alerts, now, cooldown)
 
     def _decide_with(
@@ -155,6 +163,10 @@ class AlertPipeline:
         defaults: dict[str, Preferences] = {}  # by time zone: most users have no preference rows
         previous_user, prefs = None, Preferences()
         for alert in alerts:
+            state = ctx.states.get(alert.fingerprint)
+            if state is not None and in_cooldown(alert, state, now, cooldown):
+                decisions.append(cooldown_decision(alert, state, now, cooldown))
+                continue
             user = alert.user_id
             if user != previous_user:  # a batch holds each user's alerts together: computed once per user
                 previous_user, rows, timezone = user, ctx.preferences.get(user), ctx.timezones.get(user, "UTC")
@@ -166,7 +178,7 @@ class AlertPipeline:
                 else:
                     prefs = defaults[timezone]
             sent = counts.get(user, 0) if prefs.cap_scope == "*" else counts_monitor.get(user, 0)
-            decision = decide(alert, prefs, ctx.states.get(alert.fingerprint), sent, now, cooldown)
+            decision = decide(alert, prefs, state, sent, now, cooldown)
             if decision.accepted and alert.priority.value != "urgent":
                 counts[user] = counts.get(user, 0) + 1
                 counts_monitor[user] = counts_monitor.get(user, 0) + 1
@@ -221,6 +233,7 @@ class TickSubmission:
         self.cooldown, self.dry_run, self.user_id, self.scheduled_at = cooldown, dry_run, user_id, scheduled_at
         self.keep, self.still_leading = keep, still_leading
         self.result = Submitted()
+        self._seen = TickFingerprints()  # what the tick decided, for the sweep of what it no longer reports
         self._swept = False
         self._writing: asyncio.Future[None] | None = None
         self._phrasing: asyncio.Future[None] | None = None
@@ -249,13 +262,14 @@ class TickSubmission:
             self.result.decisions += decided
         if self.dry_run:
             return
+        self._seen.add([d.alert.fingerprint for d in decided])
         self._phrasing = asyncio.ensure_future(pipeline._phrase(decided))
         if self._writing is not None:
             await self._writing
         self._swept = self._swept or sweep
         self._writing = asyncio.ensure_future(pipeline._write(
-            monitor, decided, self.now, self.scheduled_at, sweep, self.user_id, self.epoch, self.still_leading,
-            self._phrasing))
+            monitor, decided, self.now, self.scheduled_at, self._seen if sweep else None, self.user_id, self.epoch,
+            self.still_leading, self._phrasing))
 
     async def settle(self) -> None:
         """Wait until what was added so far is stored and delivered."""

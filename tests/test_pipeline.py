@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from pamd.alerts.book import AlertContext
 from pamd.config import AlertsSection
 from pamd.metrics import Metrics
 from pamd.model import Alert, Priority
@@ -90,6 +91,27 @@ async def test_dedupe_cooldown_escalation_and_restart(store: SQLiteStore) -> Non
     await reopened.aclose()
     assert [a.priority for a in sink.got] == [P.MEDIUM, P.HIGH, P.HIGH]
     assert rows(store, "SELECT state, COUNT(*) FROM pam_alerts GROUP BY state") == [("delivered", 3)]
+
+
+@pytest.mark.anyio
+async def test_repeats_in_cooldown_need_no_user_context(store: SQLiteStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Time zones, preferences and today's counts are read only for alerts not in cooldown; dedupe comes before the
+    opt-out, so a user who turned alerts off after one was sent sees "cooldown" until it ends."""
+    asked: list[list[str]] = []
+    context = store.alert_context
+
+    async def counted(monitor: str, alerts: Sequence[Alert], now: datetime) -> AlertContext:
+        asked.append(sorted(a.user_id for a in alerts))
+        return await context(monitor, alerts, now)
+
+    monkeypatch.setattr(store, "alert_context", counted)
+    p = pipeline(store, Recorder())
+    assert await tick(p, T0, candidate(), candidate(user="bob")) == ["delivered", "delivered"]
+    await store.add_rows("notification_preferences", [{"user_id": "bob", "monitor": "*", "enabled": False}])
+    assert await tick(p, T0 + timedelta(minutes=5), candidate(), candidate(user="bob")) == ["cooldown", "cooldown"]
+    assert await tick(p, T0 + timedelta(minutes=10), candidate(priority=P.HIGH),
+                      candidate(user="bob", priority=P.HIGH)) == ["delivered", "opted_out"]  # escalations
+    assert asked == [["ann", "bob"], ["ann", "bob"]]  # not for the steady tick
 
 
 @pytest.mark.anyio

@@ -20,8 +20,9 @@ import pytest
 import redis.asyncio as aioredis
 
 from pamd.alerts.book import AlertBook, AlertContext, FencedError
-from pamd.alerts.decide import Decision
+from pamd.alerts.decide import AlertState, Decision
 from pamd.alerts.redis_state import RedisAlertState
+from pamd.alerts.seen import TickFingerprints
 from pamd.alerts.split_book import RedisStateBook, open_alert_book
 from pamd.config import AlertsSection, ConfigError, load_config
 from pamd.metrics import Metrics
@@ -64,14 +65,18 @@ class Spy:
         self.book = book
         self.resolved: list[str] = []
 
+    async def alert_states(self, fingerprints: Sequence[str]) -> dict[str, AlertState]:
+        return await self.book.alert_states(fingerprints)
+
     async def alert_context(self, monitor: str, alerts: Sequence[Alert], now: datetime) -> AlertContext:
         return await self.book.alert_context(monitor, alerts, now)
 
     async def record_decisions(self, monitor: str, decisions: Sequence[Decision], now: datetime, *,
                                scheduled_at: datetime | None = None, sweep_user: str | None = None,
-                               sweep: bool = False, epoch: int = 0) -> list[str]:
+                               sweep: bool = False, seen: TickFingerprints | None = None,
+                               epoch: int = 0) -> list[str]:
         resolved = await self.book.record_decisions(monitor, decisions, now, scheduled_at=scheduled_at,
-                                                    sweep_user=sweep_user, sweep=sweep, epoch=epoch)
+                                                    sweep_user=sweep_user, sweep=sweep, seen=seen, epoch=epoch)
         self.resolved += resolved
         return resolved
 

@@ -22,6 +22,7 @@ from pamd.store import open_store
 from pamd.store.demo import demo_rows
 from pamd.store.pg import PRIMARY_KEYS, PostgresStore, split_pg_url
 from pamd.store.sqlite import SQLiteStore
+from pamd.store.supabase import SupabaseStore
 from tests.test_outbox import Flaky, Steady, alert
 from tests.test_pipeline import COOLDOWN, Recorder, candidate
 
@@ -239,6 +240,39 @@ async def test_sweep_resolves_but_incomplete_ticks_resolve_nothing(store: AnySto
     assert await rows(store, "SELECT user_id FROM pam_alert_state") == [("bob",)]
     assert await tick(p, T0 + timedelta(minutes=25), candidate(), candidate(user="bob")) == ["delivered", "cooldown"]
     assert [a.user_id for a in sink.got] == ["ann", "bob", "bob", "ann"]
+
+
+@pytest.mark.anyio
+async def test_a_tick_in_many_batches_resolves_only_what_none_reported(
+    store: AnyStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sweep is a set difference with every batch's fingerprints (default and custom spellings), and a steady
+    tick (all in cooldown) rewrites no state row (Supabase's RPC function still marks each batch's as seen)."""
+    monkeypatch.setattr("pamd.pipeline.BATCH", 2)  # 8 users: four batches a tick
+    users = [f"u{i}" for i in range(8)]
+
+    def alerts(*skip: str) -> list[Any]:
+        made = [candidate(user=u) for u in users if u not in skip]
+        custom = candidate(user="u3", subject="custom")
+        custom.fingerprint = "Fuel:u3:Custom"  # not a default fingerprint: kept as spelled
+        return [*made, custom] if "custom" not in skip else made
+
+    p = pipeline(store, Recorder())
+    assert await tick(p, T0, *alerts()) == ["delivered"] * 9
+    states = "SELECT fingerprint, user_id, last_seen_at FROM pam_alert_state ORDER BY fingerprint"
+    before = await rows(store, states)
+    versions = "SELECT fingerprint, xmin::text FROM pam_alert_state ORDER BY fingerprint"
+    marks = isinstance(store, SupabaseStore)
+    if isinstance(store, PostgresStore):
+        written = await rows(store, versions)
+    assert await tick(p, T0 + timedelta(minutes=5), *alerts()) == ["cooldown"] * 9
+    assert marks or await rows(store, states) == before
+    if isinstance(store, PostgresStore) and not marks:
+        assert await rows(store, versions) == written  # not one row version more
+    assert await tick(p, T0 + timedelta(minutes=10), *alerts("u0", "u5", "custom")) == ["cooldown"] * 6
+    assert sorted(r[1] for r in await rows(store, states)) == ["u1", "u2", "u3", "u4", "u6", "u7"]
+    outcomes = await tick(p, T0 + timedelta(minutes=15), *alerts("u0", "u5"))
+    assert sorted(outcomes) == ["cooldown"] * 6 + ["delivered"]  # the custom condition is new again
 
 
 @pytest.mark.anyio

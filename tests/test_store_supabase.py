@@ -82,7 +82,7 @@ globals().update({name: getattr(pg_tests, name) for name in _SHARED})
 
 
 def test_the_shared_scenarios_are_all_here() -> None:
-    assert len(_SHARED) == 14 and "test_concurrent_terms_race_on_the_fence_and_the_newest_wins" in _SHARED
+    assert len(_SHARED) == 15 and "test_concurrent_terms_race_on_the_fence_and_the_newest_wins" in _SHARED
 
 
 # -- URLs and config ----------------------------------------------------------------------------------------------

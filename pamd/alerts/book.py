@@ -15,6 +15,7 @@ import msgspec
 
 from pamd.alerts.decide import AlertState, Decision
 from pamd.alerts.prefs import PreferenceRow
+from pamd.alerts.seen import TickFingerprints
 from pamd.model import Alert
 
 
@@ -41,8 +42,14 @@ class AlertContext(msgspec.Struct, kw_only=True):
 class AlertBook(Protocol):
     """Storage for the alert pipeline. :class:`pamd.store.sqlite.SQLiteStore` implements it."""
 
+    async def alert_states(self, fingerprints: Sequence[str]) -> dict[str, AlertState]:
+        """The dedupe states of those of ``fingerprints`` that have one."""
+        ...
+
     async def alert_context(self, monitor: str, alerts: Sequence[Alert], now: datetime) -> AlertContext:
-        """Load timezones, preferences, dedupe states and today's counts for ``alerts``' users and fingerprints."""
+        """Load timezones, preferences and today's counts for ``alerts``' users (``states`` is left empty: the
+        pipeline reads them first, with :meth:`alert_states`, and asks for the rest only for alerts not in
+        cooldown)."""
         ...
 
     async def record_decisions(
@@ -54,12 +61,18 @@ class AlertBook(Protocol):
         scheduled_at: datetime | None = None,
         sweep_user: str | None = None,
         sweep: bool = False,
+        seen: TickFingerprints | None = None,
         epoch: int = 0,
     ) -> list[str]:
         """In one transaction: store accepted alerts (``pending`` or ``held``), remember their fingerprints,
-        mark every decided fingerprint as seen at ``now``, and, if ``sweep``, forget this monitor's fingerprints
-        (of ``sweep_user`` only, if given) that were not seen at ``now``: those conditions are resolved, and
-        alerts still held for them are dropped. Returns the resolved fingerprints.
+        and, if ``sweep``, forget this monitor's fingerprints (of ``sweep_user`` only, if given) that the tick did
+        not decide: those conditions are resolved, and alerts still held for them are dropped. Returns the
+        resolved fingerprints.
+
+        What the tick decided: ``seen``, given with the sweep, holds every fingerprint of the tick's calls (this
+        one's included); without it, this call's decisions are the whole tick. A book may instead mark each
+        decided fingerprint as seen at ``now``, call by call, and sweep those not seen at ``now`` (the Supabase
+        and Redis books do); either way, a state written after ``now`` (by a later run) survives the sweep.
 
         Fencing: the tick's ``epoch`` (a leadership term, >= 1; the decisions' own epochs count too, so an empty
         sweep is fenced as well) must not be older than the newest epoch that already wrote, else

@@ -1,11 +1,14 @@
 """What becomes of one alert candidate: delivered now, held for quiet hours, or suppressed, and why. Pure.
 
-The checks run in this order: opt-out, dedupe (cooldown unless the priority escalates), the daily cap (urgent
-alerts are exempt), quiet hours (urgent alerts are exempt). The reason text is what ``pamd explain`` shows.
+The checks run in this order: dedupe (cooldown unless the priority escalates), opt-out, the daily cap (urgent
+alerts are exempt), quiet hours (urgent alerts are exempt). Dedupe comes first because it needs nothing about the
+user: the pipeline reads preferences and today's counts only for alerts not in cooldown (on a steady tick, none).
+The reason text is what ``pamd explain`` shows.
 """
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime, timedelta
 from typing import Literal
 
@@ -54,19 +57,14 @@ def decide(
     cooldown: timedelta,
 ) -> Decision:
     """Decide what happens to ``alert`` (already stamped with its fingerprint)."""
+    if previous is not None and in_cooldown(alert, previous, now, cooldown):
+        return cooldown_decision(alert, previous, now, cooldown)
     if not prefs.enabled:
         return Decision(alert=alert, outcome="opted_out", reason=f"the user turned off {alert.monitor} alerts")
     why = "new condition"
     if previous is not None:
         if alert.priority > previous.priority:
             why = f"escalation from {previous.priority.value} to {alert.priority.value}"
-        elif now - previous.last_sent_at < cooldown:
-            again = previous.last_sent_at + cooldown
-            return Decision(
-                alert=alert, outcome="cooldown",
-                reason=f"same condition alerted at {previous.priority.value} priority "
-                       f"{_ago(now - previous.last_sent_at)} ago; cooldown until {_utc(again)}",
-            )
         else:
             why = f"reminder: last alerted {_ago(now - previous.last_sent_at)} ago (cooldown {_ago(cooldown)})"
     urgent = alert.priority >= Priority.URGENT
@@ -84,6 +82,21 @@ def decide(
                                                                      if urgent else ""))
 
 
+def in_cooldown(alert: Alert, previous: AlertState | None, now: datetime, cooldown: timedelta) -> bool:
+    """Whether ``alert`` repeats ``previous`` (the condition's last alert) within ``cooldown``, without escalating."""
+    return (previous is not None and not alert.priority > previous.priority
+            and now - previous.last_sent_at < cooldown)
+
+
+def cooldown_decision(alert: Alert, previous: AlertState, now: datetime, cooldown: timedelta) -> Decision:
+    """The verdict on an alert :func:`in_cooldown`."""
+    return Decision(alert=alert, outcome="cooldown",
+                    reason=f"same condition alerted at {previous.priority.value} priority "
+                           f"{_ago(now - previous.last_sent_at)} ago; cooldown until "
+                           f"{_utc(previous.last_sent_at + cooldown)}")
+
+
+@functools.lru_cache(maxsize=1024)  # a tick's states share few send times: one per earlier tick
 def _ago(delta: timedelta) -> str:
     seconds = max(0, int(delta.total_seconds()))
     if seconds < 3600:
@@ -93,5 +106,6 @@ def _ago(delta: timedelta) -> str:
     return f"{seconds / 86400:.1f} days"
 
 
+@functools.lru_cache(maxsize=1024)
 def _utc(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%d %H:%M UTC")

@@ -3,7 +3,8 @@
 The same state, with the same semantics, as the store's ``pam_alert_state`` (:mod:`pamd.store.sqlite_alerts`):
 
 * ``{prefix}:alert:{fingerprint}``: a hash with ``user_id``, ``monitor``, ``kind``, ``priority``, ``last_alert_id``,
-  ``last_sent_at``, ``last_seen_at`` (UTC, millisecond precision, as the store writes them) and ``epoch``;
+  ``last_sent_at``, ``last_seen_at`` (the tick that last stored an alert for it; UTC, millisecond precision, as
+  the store writes them) and ``epoch``;
 * ``{prefix}:alerts:seen:{monitor}`` and ``{prefix}:alerts:seen:{monitor}:{user_id}``: sorted sets of that
   monitor's (and user's) fingerprints scored by when they were last seen (ms since 1970), which make the sweep of
   resolved conditions a range query, for a whole monitor or for one user.
@@ -45,7 +46,7 @@ end
 """
 # KEYS: epoch. ARGV: prefix, batch epoch, now (ms), now (text), number of accepted entries, then 8 values per
 # accepted entry (fingerprint, user, monitor, kind, priority, alert id, sent at, epoch), then the fingerprints of
-# the other decisions, whose last_seen is touched if they have a state. {1, 0}, or {-1, newest epoch} if fenced.
+# the other decisions, whose seen indexes are touched if they have a state. {1, 0}, or {-1, newest epoch} if fenced.
 RECORD = _FENCE + """
 local prefix, now_ms, now_text = ARGV[1], ARGV[3], ARGV[4]
 local function index(fp, monitor, user)
@@ -70,7 +71,6 @@ for j = i, #ARGV do
   local key = prefix .. ':alert:' .. ARGV[j]
   local owner = redis.call('HMGET', key, 'monitor', 'user_id')
   if owner[1] and owner[2] then
-    redis.call('HSET', key, 'last_seen_at', now_text)
     index(ARGV[j], owner[1], owner[2])
   end
 end

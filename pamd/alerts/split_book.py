@@ -20,10 +20,9 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-import anyio
-
 from pamd.alerts.book import AlertBook, AlertContext
 from pamd.alerts.decide import AlertState, Decision
+from pamd.alerts.seen import TickFingerprints
 from pamd.model import Alert
 
 if TYPE_CHECKING:  # redis-py is imported only when the Redis state is configured
@@ -39,23 +38,13 @@ class RedisStateBook:
         self.store = store
         self.state = state
 
+    async def alert_states(self, fingerprints: Sequence[str]) -> dict[str, AlertState]:
+        """The dedupe states, from Redis."""
+        return await self.state.load(list(fingerprints))
+
     async def alert_context(self, monitor: str, alerts: Sequence[Alert], now: datetime) -> AlertContext:
-        """The store's context (read concurrently with Redis) with the dedupe states from Redis."""
-        ctx = AlertContext()
-        states: dict[str, AlertState] = {}
-
-        async def from_store() -> None:
-            nonlocal ctx
-            ctx = await self.store.alert_context(monitor, alerts, now)
-
-        async def from_redis() -> None:
-            states.update(await self.state.load([a.fingerprint for a in alerts]))
-
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(from_store)
-            tg.start_soon(from_redis)
-        ctx.states = states
-        return ctx
+        """The store's context."""
+        return await self.store.alert_context(monitor, alerts, now)
 
     async def record_decisions(
         self,
@@ -66,13 +55,15 @@ class RedisStateBook:
         scheduled_at: datetime | None = None,
         sweep_user: str | None = None,
         sweep: bool = False,
+        seen: TickFingerprints | None = None,
         epoch: int = 0,
     ) -> list[str]:
-        """See :meth:`pamd.alerts.book.AlertBook.record_decisions` and the module docstring for the order."""
+        """See :meth:`pamd.alerts.book.AlertBook.record_decisions` and the module docstring for the order (the
+        Redis state marks what each call decided, so ``seen`` is the store's)."""
         epoch = max((d.alert.epoch for d in decisions), default=epoch)
         await self.state.check_epoch(epoch)
         await self.store.record_decisions(monitor, decisions, now, scheduled_at=scheduled_at, sweep_user=sweep_user,
-                                          sweep=sweep, epoch=epoch)
+                                          sweep=sweep, seen=seen, epoch=epoch)
         return await self.state.record(monitor, decisions, now, sweep=sweep, sweep_user=sweep_user, epoch=epoch)
 
     async def mark_alerts(self, alert_ids: Sequence[str], state: str, now: datetime) -> None:

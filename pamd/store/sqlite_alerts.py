@@ -14,6 +14,7 @@ import msgspec
 from pamd.alerts.book import AlertContext, FencedError
 from pamd.alerts.decide import AlertState, Decision
 from pamd.alerts.prefs import PreferenceRow, local_midnight, parse_hhmm, zone
+from pamd.alerts.seen import TickFingerprints
 from pamd.model import Alert, Priority
 from pamd.store.records import format_ts, parse_ts
 from pamd.store.sqlite_base import SQLiteBase
@@ -62,17 +63,31 @@ def _marks(count: int) -> str:
 class SQLiteAlertQueries(SQLiteBase):
     """The alert book on SQLite: tables ``pam_alert_state`` and ``pam_alerts``."""
 
+    async def alert_states(self, fingerprints: Sequence[str]) -> dict[str, AlertState]:
+        """See :meth:`pamd.alerts.book.AlertBook.alert_states`."""
+        # On the reader, as alert_context: the pipeline decides a batch while the writer stores the previous one.
+        return await anyio.to_thread.run_sync(self._locked_read, self._alert_states, list(fingerprints))
+
+    def _alert_states(self, conn: sqlite3.Connection, fingerprints: list[str]) -> dict[str, AlertState]:
+        states = {}
+        for chunk in _chunks(fingerprints):
+            sql = ("SELECT fingerprint, user_id, monitor, kind, priority, last_alert_id, last_sent_at, epoch "
+                   f"FROM pam_alert_state WHERE fingerprint IN ({_marks(len(chunk))})")
+            for row in conn.execute(sql, chunk):
+                sent = parse_ts(row["last_sent_at"])
+                if sent is not None:
+                    states[row["fingerprint"]] = AlertState(
+                        fingerprint=row["fingerprint"], user_id=row["user_id"], monitor=row["monitor"],
+                        kind=row["kind"], priority=Priority(row["priority"]), last_alert_id=row["last_alert_id"],
+                        last_sent_at=sent, epoch=row["epoch"])
+        return states
+
     async def alert_context(self, monitor: str, alerts: Sequence[Alert], now: datetime) -> AlertContext:
         """See :meth:`pamd.alerts.book.AlertBook.alert_context`."""
         users = sorted({a.user_id for a in alerts})
-        fingerprints = sorted({a.fingerprint for a in alerts})
-        # On the reader: the pipeline decides a batch while the writer stores the previous one.
-        return await anyio.to_thread.run_sync(self._locked_read, self._alert_context, monitor, users, fingerprints,
-                                              now)
+        return await anyio.to_thread.run_sync(self._locked_read, self._alert_context, monitor, users, now)
 
-    def _alert_context(
-        self, conn: sqlite3.Connection, monitor: str, users: list[str], fingerprints: list[str], now: datetime
-    ) -> AlertContext:
+    def _alert_context(self, conn: sqlite3.Connection, monitor: str, users: list[str], now: datetime) -> AlertContext:
         ctx = AlertContext()
         for chunk in _chunks(users):
             marks = _marks(len(chunk))
@@ -101,16 +116,6 @@ class SQLiteAlertQueries(SQLiteBase):
                     ctx.sent_today[row["user_id"]] = ctx.sent_today.get(row["user_id"], 0) + row["n"]
                     if row["monitor"] == monitor:
                         ctx.sent_today_by_monitor[row["user_id"]] = row["n"]
-        for chunk in _chunks(fingerprints):
-            sql = ("SELECT fingerprint, user_id, monitor, kind, priority, last_alert_id, last_sent_at, epoch "
-                   f"FROM pam_alert_state WHERE fingerprint IN ({_marks(len(chunk))})")
-            for row in conn.execute(sql, chunk):
-                sent = parse_ts(row["last_sent_at"])
-                if sent is not None:
-                    ctx.states[row["fingerprint"]] = AlertState(
-                        fingerprint=row["fingerprint"], user_id=row["user_id"], monitor=row["monitor"],
-                        kind=row["kind"], priority=Priority(row["priority"]), last_alert_id=row["last_alert_id"],
-                        last_sent_at=sent, epoch=row["epoch"])
         return ctx
 
     def _preference(self, row: sqlite3.Row) -> PreferenceRow | None:
@@ -135,14 +140,20 @@ class SQLiteAlertQueries(SQLiteBase):
         scheduled_at: datetime | None = None,
         sweep_user: str | None = None,
         sweep: bool = False,
+        seen: TickFingerprints | None = None,
         epoch: int = 0,
     ) -> list[str]:
-        """See :meth:`pamd.alerts.book.AlertBook.record_decisions`."""
-        return await self._call(self._record, monitor, decisions, now, scheduled_at, sweep_user, sweep, epoch)
+        """See :meth:`pamd.alerts.book.AlertBook.record_decisions`: the sweep is by set difference with ``seen``
+        (a temporary table), so a steady tick (every condition in cooldown) updates no state row."""
+        if sweep and seen is None:
+            seen = TickFingerprints()
+            seen.add(d.alert.fingerprint for d in decisions)
+        return await self._call(self._record, monitor, decisions, now, scheduled_at, sweep_user,
+                                seen if sweep else None, epoch)
 
     def _record(
         self, conn: sqlite3.Connection, monitor: str, decisions: Sequence[Decision], now: datetime,
-        scheduled_at: datetime | None, sweep_user: str | None, sweep: bool, epoch: int,
+        scheduled_at: datetime | None, sweep_user: str | None, seen: TickFingerprints | None, epoch: int,
     ) -> list[str]:
         stamp = format_ts(now)
         tick = format_ts(scheduled_at) if scheduled_at else None
@@ -162,22 +173,24 @@ class SQLiteAlertQueries(SQLiteBase):
             sent = format_ts(d.release_at) if d.release_at else stamp
             states.append((a.fingerprint, a.user_id, a.monitor, a.kind, a.priority.value, a.id, sent, stamp,
                            a.epoch))
-        seen = sorted({d.alert.fingerprint for d in decisions if not d.accepted})  # accepted ones are upserted
         epoch = max((d.alert.epoch for d in decisions), default=epoch)
         with self._transaction(conn):
             self._fence(conn, epoch)
             _insert_rows(conn, _INSERT_ALERT, alerts)
             _insert_rows(conn, _UPSERT_STATE, states)
-            for chunk in _chunks(seen):
-                conn.execute(f"UPDATE pam_alert_state SET last_seen_at = ? WHERE fingerprint IN ({_marks(len(chunk))})",
-                             [stamp, *chunk])
-            if not sweep:
+            if seen is None:
                 return []
-            where, params = "monitor = ? AND last_seen_at < ?", [monitor, stamp]
+            # The tick's fingerprints in a temporary table of this connection, emptied again before the commit.
+            conn.execute("CREATE TEMP TABLE IF NOT EXISTS pamd_tick_seen (fingerprint TEXT PRIMARY KEY) WITHOUT ROWID")
+            conn.executemany("INSERT OR IGNORE INTO temp.pamd_tick_seen VALUES (?)", ((f,) for f in seen))
+            where = ("monitor = ? AND last_seen_at <= ? AND fingerprint NOT IN "
+                     "(SELECT fingerprint FROM temp.pamd_tick_seen)")
+            params = [monitor, stamp]
             if sweep_user is not None:
                 where, params = where + " AND user_id = ?", [*params, sweep_user]
             resolved = [r[0] for r in conn.execute(f"DELETE FROM pam_alert_state WHERE {where} RETURNING fingerprint",
                                                    params)]
+            conn.execute("DELETE FROM temp.pamd_tick_seen")
             for chunk in _chunks(resolved):
                 # "deliver_after IS NOT NULL": through the small partial index of held alerts.
                 conn.execute(f"UPDATE pam_alerts SET state = 'resolved', resolved_at = ? WHERE state = 'held' AND "

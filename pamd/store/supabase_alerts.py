@@ -19,6 +19,7 @@ import msgspec
 
 from pamd.alerts.decide import Decision
 from pamd.alerts.outbox import Delivery
+from pamd.alerts.seen import TickFingerprints
 from pamd.model import Alert
 from pamd.store.pg_alerts import PostgresOutboxQueries
 from pamd.store.pg_base import pg_ts
@@ -42,10 +43,12 @@ class SupabaseOutboxQueries(PostgresOutboxQueries, SupabaseBase):
         scheduled_at: datetime | None = None,
         sweep_user: str | None = None,
         sweep: bool = False,
+        seen: TickFingerprints | None = None,
         epoch: int = 0,
     ) -> list[str]:
         """See :meth:`pamd.alerts.book.AlertBook.record_decisions` (raises :class:`~pamd.alerts.book.FencedError`
-        for an older epoch, as the Postgres store does)."""
+        for an older epoch, as the Postgres store does). Each call marks what it decided as seen, in the RPC
+        function, so the sweep needs no ``seen``: a tick's whole set would be one request body of megabytes."""
         stamp = pg_ts(now)
         alerts: list[dict[str, Any]] = []
         states: list[dict[str, Any]] = []
@@ -69,10 +72,10 @@ class SupabaseOutboxQueries(PostgresOutboxQueries, SupabaseBase):
                 "last_sent_at": pg_ts(d.release_at) if d.release_at else stamp, "last_seen_at": stamp,
                 "epoch": a.epoch,
             })
-        seen = sorted({d.alert.fingerprint for d in decisions if not d.accepted})  # accepted ones are upserted
+        marked = sorted({d.alert.fingerprint for d in decisions if not d.accepted})  # accepted ones are upserted
         epoch = max((d.alert.epoch for d in decisions), default=epoch)
         resolved = await self._rpc("pamd_record_decisions", {
-            "p_alerts": alerts, "p_states": states, "p_seen": seen, "p_stamp": stamp, "p_monitor": monitor,
+            "p_alerts": alerts, "p_states": states, "p_seen": marked, "p_stamp": stamp, "p_monitor": monitor,
             "p_sweep": sweep, "p_sweep_user": sweep_user, "p_epoch": epoch,
         }, idempotent=False)
         return [str(f) for f in resolved]
