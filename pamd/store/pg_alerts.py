@@ -205,7 +205,7 @@ class PostgresAlertQueries(PostgresBase):
                 await conn.execute(_UPSERT_STATE, *columns[:6], monitor, stamp, columns[6])
             if not sweep or seen is None:
                 return []
-            params = [monitor, stamp, bytes(seen.digests), seen.others]
+            params = [monitor, stamp, seen.digests, seen.others]  # the bytearray itself: no copy
             if sweep_user is not None:
                 params.append(sweep_user)
             sql = _SWEEP.format(user="AND s.user_id = $5 " if sweep_user is not None else "")
