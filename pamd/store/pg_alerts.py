@@ -27,9 +27,9 @@ COUNTED_STATES = ["pending", "held", "delivered", "failed"]
 
 # A batch's rows reach the server by binary COPY into a temporary staging table of the connection, then one
 # INSERT ... SELECT applies them with ON CONFLICT. Parallel arrays through unnest() cost the daemon 24-38 ms of CPU
-# per 2,000 budget alerts (asyncpg checks every array element against three ABCs) and the round trip 100-120 ms;
-# COPY 13 ms and 65-69 ms. The staging tables live as long as the server connection (behind PgBouncer, whichever
-# one the transaction gets: created there if missing) and are emptied at every commit.
+# per 2,000 budget alerts (asyncpg checks every array element against collections.abc ABCs) and the round trip
+# 100-120 ms; COPY 13 ms and 65-69 ms. The staging tables live as long as the server connection (behind PgBouncer,
+# whichever one the transaction gets: created there if missing) and are emptied at every commit.
 _ALERT_COLUMNS_IN = ("id", "user_id", "monitor", "kind", "priority", "title", "body", "facts", "actions", "fingerprint",
                      "epoch", "state", "scheduled_at", "created_at", "expires_at", "deliver_after")
 _STATE_COLUMNS_IN = ("fingerprint", "user_id", "monitor", "kind", "priority", "last_alert_id", "last_sent_at",
