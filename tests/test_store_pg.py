@@ -459,3 +459,42 @@ async def test_concurrent_terms_race_on_the_fence_and_the_newest_wins(pg: Postgr
     assert await rows(pg, "SELECT name, epoch FROM pamd_fence") == [("leader", 5)]
     with pytest.raises(FencedError, match="epoch 4 is older than epoch 5"):
         await pg.record_decisions("fuel", [], T0, epoch=4, sweep=True)
+
+
+@pytest.mark.anyio
+async def test_staged_writes_on_reused_connections_stay_separate(pg: PostgresStore) -> None:
+    """A batch's alerts and states go through the connection's staging tables (COPY, then INSERT ... SELECT): a
+    later batch on the same connections writes only its own rows, also after a batch that failed half-way (its
+    staging table rolled back with it), and every staging table is empty between transactions."""
+    await pg.add_rows("profiles", [{"id": u, "timezone": "UTC"} for u in ("ann", "bob", "cy")])
+    p = pipeline(pg, Recorder())
+
+    async def record(*users: str, epoch: int = 1, priority: Priority = P.MEDIUM) -> None:
+        stamped = [stamp(candidate(user=u, priority=priority), "fuel", epoch, T0) for u in users]
+        await pg.record_decisions("fuel", await p.decide("fuel", stamped, T0, COOLDOWN), T0, epoch=epoch)
+
+    await record("ann", "bob")
+    await record("cy", priority=P.HIGH)
+    real_copy = asyncpg.Connection.copy_records_to_table
+
+    async def copy_then_fail(self: asyncpg.Connection, *args: Any, **kwargs: Any) -> Any:
+        await real_copy(self, *args, **kwargs)
+        raise asyncpg.DataError("the batch fails after its rows were staged")
+
+    with pytest.MonkeyPatch.context() as patch, pytest.raises(asyncpg.DataError):
+        patch.setattr(asyncpg.Connection, "copy_records_to_table", copy_then_fail)
+        await record("ann", priority=P.URGENT)
+    await record("bob", priority=P.HIGH)
+    assert await rows(pg, "SELECT user_id, priority FROM pam_alerts ORDER BY id") == [
+        ("ann", "medium"), ("bob", "medium"), ("cy", "high"), ("bob", "high")]
+    assert await rows(pg, "SELECT user_id, priority FROM pam_alert_state ORDER BY user_id") == [
+        ("ann", "medium"), ("bob", "high"), ("cy", "high")]
+
+    async def staged(conn: asyncpg.Connection) -> list[int]:
+        counts = []
+        for table in ("pamd_stage_alerts", "pamd_stage_states"):
+            if await conn.fetchval("SELECT to_regclass($1)", f"pg_temp.{table}") is not None:
+                counts.append(await conn.fetchval(f"SELECT count(*) FROM pg_temp.{table}"))
+        return counts
+
+    assert await pg._call(staged) == [0, 0]  # the last write's connection: both tables there, both empty
