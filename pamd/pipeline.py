@@ -18,7 +18,7 @@ from datetime import UTC, datetime, time, timedelta
 from typing import TYPE_CHECKING
 
 from pamd.alerts.book import AlertBook, AlertContext, FencedError
-from pamd.alerts.decide import Decision, cooldown_decision, decide, in_cooldown
+from pamd.alerts.decide import Decision, decide, in_cooldown
 from pamd.alerts.delivery import Deliverer
 from pamd.alerts.prefs import Preferences, effective
 from pamd.alerts.seen import TickFingerprints
@@ -163,10 +163,6 @@ class AlertPipeline:
         defaults: dict[str, Preferences] = {}  # by time zone: most users have no preference rows
         previous_user, prefs = None, Preferences()
         for alert in alerts:
-            state = ctx.states.get(alert.fingerprint)
-            if state is not None and in_cooldown(alert, state, now, cooldown):
-                decisions.append(cooldown_decision(alert, state, now, cooldown))
-                continue
             user = alert.user_id
             if user != previous_user:  # a batch holds each user's alerts together: computed once per user
                 previous_user, rows, timezone = user, ctx.preferences.get(user), ctx.timezones.get(user, "UTC")
@@ -178,7 +174,7 @@ class AlertPipeline:
                 else:
                     prefs = defaults[timezone]
             sent = counts.get(user, 0) if prefs.cap_scope == "*" else counts_monitor.get(user, 0)
-            decision = decide(alert, prefs, state, sent, now, cooldown)
+            decision = decide(alert, prefs, ctx.states.get(alert.fingerprint), sent, now, cooldown)
             if decision.accepted and alert.priority.value != "urgent":
                 counts[user] = counts.get(user, 0) + 1
                 counts_monitor[user] = counts_monitor.get(user, 0) + 1

@@ -58,7 +58,10 @@ def decide(
 ) -> Decision:
     """Decide what happens to ``alert`` (already stamped with its fingerprint)."""
     if previous is not None and in_cooldown(alert, previous, now, cooldown):
-        return cooldown_decision(alert, previous, now, cooldown)
+        return Decision(alert=alert, outcome="cooldown",
+                        reason=f"same condition alerted at {previous.priority.value} priority "
+                               f"{_ago(now - previous.last_sent_at)} ago; cooldown until "
+                               f"{_utc(previous.last_sent_at + cooldown)}")
     if not prefs.enabled:
         return Decision(alert=alert, outcome="opted_out", reason=f"the user turned off {alert.monitor} alerts")
     why = "new condition"
@@ -86,14 +89,6 @@ def in_cooldown(alert: Alert, previous: AlertState | None, now: datetime, cooldo
     """Whether ``alert`` repeats ``previous`` (the condition's last alert) within ``cooldown``, without escalating."""
     return (previous is not None and not alert.priority > previous.priority
             and now - previous.last_sent_at < cooldown)
-
-
-def cooldown_decision(alert: Alert, previous: AlertState, now: datetime, cooldown: timedelta) -> Decision:
-    """The verdict on an alert :func:`in_cooldown`."""
-    return Decision(alert=alert, outcome="cooldown",
-                    reason=f"same condition alerted at {previous.priority.value} priority "
-                           f"{_ago(now - previous.last_sent_at)} ago; cooldown until "
-                           f"{_utc(previous.last_sent_at + cooldown)}")
 
 
 @functools.lru_cache(maxsize=1024)  # a tick's states share few send times: one per earlier tick

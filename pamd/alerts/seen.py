@@ -22,9 +22,10 @@ class TickFingerprints:
     """The fingerprints a tick decided (duplicates allowed): :meth:`add` as batches are decided, then hand to the
     book's sweep."""
 
-    def __init__(self) -> None:
+    def __init__(self, fingerprints: Iterable[str] = ()) -> None:
         self.digests = bytearray()  # the default ones, 16 bytes each
         self.others: list[str] = []  # the rest, as they are
+        self.add(fingerprints)
 
     def add(self, fingerprints: Iterable[str]) -> None:
         """Remember ``fingerprints``."""

@@ -193,8 +193,7 @@ class PostgresAlertQueries(PostgresBase):
             states.append((a.fingerprint, a.user_id, monitor, a.kind, a.priority.value, a.id, release or stamp, stamp,
                            a.epoch))
         if sweep and seen is None:
-            seen = TickFingerprints()
-            seen.add(d.alert.fingerprint for d in decisions)
+            seen = TickFingerprints(d.alert.fingerprint for d in decisions)
         epoch = max((d.alert.epoch for d in decisions), default=epoch)
 
         async def write(conn: asyncpg.Connection) -> list[str]:

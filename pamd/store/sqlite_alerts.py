@@ -146,8 +146,7 @@ class SQLiteAlertQueries(SQLiteBase):
         """See :meth:`pamd.alerts.book.AlertBook.record_decisions`: the sweep is by set difference with ``seen``
         (a temporary table), so a steady tick (every condition in cooldown) updates no state row."""
         if sweep and seen is None:
-            seen = TickFingerprints()
-            seen.add(d.alert.fingerprint for d in decisions)
+            seen = TickFingerprints(d.alert.fingerprint for d in decisions)
         return await self._call(self._record, monitor, decisions, now, scheduled_at, sweep_user,
                                 seen if sweep else None, epoch)
 
