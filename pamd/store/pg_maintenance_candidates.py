@@ -51,9 +51,7 @@ _GOOD = "CASE WHEN {0} >= 0 AND {0} < 'Infinity'::float8 THEN {0} END"
 # $m the latest local today anywhere (for a zone added since the list was made).
 _SCAN_SQL = f"""
 WITH page AS (
-    SELECT p.id, COALESCE(z.today, ${{m}}::date) AS today, z.known IS NOT TRUE AS odd_zone
-    FROM profiles AS p LEFT JOIN unnest(${{c}}::text[], ${{d}}::date[], ${{e}}::bool[]) AS z(name, today, known)
-        ON z.name = COALESCE(NULLIF(p.timezone, ''), 'UTC')
+    SELECT p.id, COALESCE(NULLIF(p.timezone, ''), 'UTC') AS tz FROM profiles AS p
     WHERE {{where}} AND COALESCE(p.status, 'active') <> ALL(${{a}}::text[]) ORDER BY p.id LIMIT ${{b}}
 ),
 span AS (SELECT min(id) AS lo, max(id) AS hi, count(*) AS n FROM page),
@@ -61,15 +59,30 @@ r AS MATERIALIZED (
     SELECT x.* FROM span JOIN maintenance_records AS x ON x.user_id BETWEEN span.lo AND span.hi
     JOIN page ON page.id = x.user_id
 ),
-owners AS (
+vs AS MATERIALIZED (  -- the span's vehicles, scanned once by range (not looked up per record and per user)
+    SELECT x.user_id, x.id, x.odometer_km FROM span JOIN vehicles AS x ON x.user_id BETWEEN span.lo AND span.hi
+),
+garage AS (  -- per user: any vehicle's bad odometer, the highest good one
+    SELECT user_id, bool_or({_BAD.format("odometer_km")}) AS odd, max({_GOOD.format("odometer_km")}) AS odo
+    FROM vs GROUP BY user_id
+),
+fills AS (  -- per user: any fill-up without a time or with a bad odometer, the highest good odometer
+    SELECT x.user_id, bool_or(x.logged_at IS NULL OR {_BAD.format("x.odometer_km")}) AS odd,
+           max({_GOOD.format("x.odometer_km")}) AS odo
+    FROM span JOIN fuel_log AS x ON x.user_id BETWEEN span.lo AND span.hi GROUP BY x.user_id
+),
+owners AS (  -- per user with records: any bad record or vehicle, the highest odometer of records and vehicles
     SELECT r.user_id,
            bool_or(r.task IS NULL OR r.task !~ '[[:alnum:]]' OR r.date IS NULL OR r.date > ${{f}}::date
                    OR {_BAD.format("r.odometer_km")} OR {_BAD.format("r.cost")}
                    OR {_BAD.format("r.next_due_odometer_km")}
-                   OR NOT EXISTS (SELECT 1 FROM vehicles AS v WHERE v.user_id = r.user_id
-                                  AND (r.vehicle_id IS NULL OR v.id = r.vehicle_id))) AS odd,
-           max({_GOOD.format("r.odometer_km")}) AS odo
-    FROM r GROUP BY r.user_id
+                   -- no vehicle the record resolves to: none at all for a NULL one, else none of that id
+                   OR CASE WHEN r.vehicle_id IS NULL THEN g.user_id IS NULL ELSE m.id IS NULL END
+                   OR COALESCE(g.odd, false)) AS odd,
+           greatest(max({_GOOD.format("r.odometer_km")}), max(g.odo)) AS odo
+    FROM r LEFT JOIN garage AS g ON g.user_id = r.user_id
+    LEFT JOIN vs AS m ON m.user_id = r.user_id AND m.id = r.vehicle_id
+    GROUP BY r.user_id
 ),
 keyed AS (  -- the monitor's grouping: the vehicle a record resolves to (NULL: the primary) and the task's key
     SELECT r.user_id, r.date, r.id, r.next_due_date, r.next_due_odometer_km,
@@ -85,21 +98,10 @@ newest AS (
 soonest AS (  -- per user, the earliest due date and odometer of those records
     SELECT user_id, min(next_due_date) AS due_date, min(next_due_odometer_km) AS due_km FROM newest GROUP BY user_id
 ),
-judged AS (
-    SELECT p.id AS user_id, p.odd_zone OR (o.user_id IS NOT NULL AND (
-        o.odd OR COALESCE(v.odd, false) OR COALESCE(f.odd, false) OR COALESCE(l.odd, false)
-        OR COALESCE(n.due_date - p.today <= ${{g}}::int, false)
-        OR COALESCE(n.due_km - greatest(o.odo, v.odo, f.odo) <= ${{h}}::float8 + 1e-6, false))) AS maybe
-    FROM page AS p LEFT JOIN owners AS o ON o.user_id = p.id LEFT JOIN soonest AS n ON n.user_id = p.id
-    LEFT JOIN LATERAL (
-        SELECT bool_or({_BAD.format("x.odometer_km")}) AS odd, max({_GOOD.format("x.odometer_km")}) AS odo
-        FROM vehicles AS x WHERE x.user_id = o.user_id
-    ) AS v ON true
-    LEFT JOIN LATERAL (
-        SELECT bool_or(x.logged_at IS NULL OR {_BAD.format("x.odometer_km")}) AS odd,
-               max({_GOOD.format("x.odometer_km")}) AS odo
-        FROM fuel_log AS x WHERE x.user_id = o.user_id
-    ) AS f ON true
+found AS (  -- per user with records: anything odd (a bad fill-up or newest position too), due date, km left
+    SELECT o.user_id, o.odd OR COALESCE(f.odd, false) OR COALESCE(l.odd, false) AS odd, n.due_date,
+           n.due_km - greatest(o.odo, f.odo) AS km_left
+    FROM owners AS o JOIN soonest AS n ON n.user_id = o.user_id LEFT JOIN fills AS f ON f.user_id = o.user_id
     LEFT JOIN LATERAL (
         SELECT x.recorded_at > ${{j}} OR NOT (x.lat BETWEEN -90 AND 90 AND x.lon BETWEEN -180 AND 180)
                OR (x.lat = 0 AND x.lon = 0) AS odd
@@ -107,6 +109,14 @@ judged AS (
         WHERE x.user_id = o.user_id AND x.recorded_at >= ${{i}} AND x.lat IS NOT NULL AND x.lon IS NOT NULL
         ORDER BY x.recorded_at DESC LIMIT 1
     ) AS l ON true
+),
+judged AS (  -- the zone joined after the page's LIMIT (a hash join, not a nested loop per profile)
+    SELECT p.id AS user_id, z.known IS NOT TRUE OR COALESCE(w.odd, false)
+        OR COALESCE(w.due_date - COALESCE(z.today, ${{m}}::date) <= ${{g}}::int, false)
+        OR COALESCE(w.km_left <= ${{h}}::float8 + 1e-6, false) AS maybe
+    FROM page AS p LEFT JOIN unnest(${{c}}::text[], ${{d}}::date[], ${{e}}::bool[]) AS z(name, today, known)
+        ON z.name = p.tz
+    LEFT JOIN found AS w ON w.user_id = p.id
 )
 SELECT (SELECT hi FROM span), (SELECT n FROM span),
        COALESCE(array_agg(user_id ORDER BY user_id) FILTER (WHERE maybe), '{{{{}}}}')
