@@ -111,8 +111,8 @@ def run_child(
     monitor: str, store_url: str, config: Path, probe: Callable[[], dict[str, Any]] | None = None
 ) -> dict[str, Any]:
     """Two ticks of ``monitor`` (the first, then the same again at once) over the store at ``store_url``, through
-    the daemon's runner and alert pipeline (no sinks); their figures. ``probe()`` is called after each tick (its
-    results under ``probe`` and ``again_probe``). Also used by ``bench/pg_scale.py``."""
+    the daemon's runner and alert pipeline (no sinks); their figures. ``probe()`` is called before the first tick
+    and after each (its results under ``probe`` and ``again_probe``). Also used by ``bench/pg_scale.py``."""
     import anyio
 
     from pamd.assemble import assemble
@@ -149,6 +149,8 @@ def run_child(
         runner = Runner({job.name: job}, pipeline, metrics, coordinator, store, providers=hub, keep_decisions=False)
         settle_heap()  # as the daemon does once started
         rss_before = _rss_mb()
+        if probe is not None:
+            probe()  # from here on
         started, cpu = time.perf_counter(), time.process_time()
         result = await runner.run_tick(job, datetime.now(UTC).replace(microsecond=0))
         seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
