@@ -19,13 +19,14 @@ Plugin authors need only what this module exports::
 
 from pamd._version import __version__
 from pamd.hookspecs import hookimpl
-from pamd.model import Alert, Priority
+from pamd.model import Alert, AlertText, Priority
 from pamd.monitor import Monitor, MonitorContext, MonitorResult
 from pamd.sinks.base import Sink
 from pamd.store.base import Store
 
 __all__ = [
     "Alert",
+    "AlertText",
     "Monitor",
     "MonitorContext",
     "MonitorResult",

@@ -8,6 +8,7 @@ import os
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime
 from typing import IO, Any
 
@@ -50,11 +51,22 @@ class Priority(enum.StrEnum):
 _RANK = {Priority.LOW: 0, Priority.MEDIUM: 1, Priority.HIGH: 2, Priority.URGENT: 3}
 
 
-class Alert(msgspec.Struct, kw_only=True):
+class AlertText(msgspec.Struct, kw_only=True):
+    """An alert's words and data, as a deferred alert's ``compose`` returns them (:meth:`Alert.deferred`)."""
+
+    title: str
+    body: str
+    facts: dict[str, Any] = msgspec.field(default_factory=dict)
+    actions: list[dict[str, Any]] = msgspec.field(default_factory=list)
+
+
+class Alert(msgspec.Struct, kw_only=True, dict=True):
     """A candidate alert produced by a monitor.
 
     A monitor fills in what it knows (user, kind, priority, text, facts); the runner stamps ``monitor``, ``id``,
-    ``created_at``, ``epoch`` and, when empty, ``fingerprint``.
+    ``created_at``, ``epoch`` and, when empty, ``fingerprint``. A monitor that reports the same conditions tick
+    after tick can leave the text for later (:meth:`deferred`): most of them are repeats in cooldown, dropped
+    without it.
 
     ``subject`` names what the condition is about when a user can have several of one kind (a budget id and its
     period start, a maintenance record id, a trip id...): alerts with the same monitor, user, kind and subject are
@@ -76,6 +88,34 @@ class Alert(msgspec.Struct, kw_only=True):
     id: str = ""
     created_at: datetime | None = None
     epoch: int = 0
+
+    @classmethod
+    def deferred(
+        cls, compose: Callable[[], AlertText], *, user_id: str, kind: str, priority: Priority, subject: str = "",
+        fingerprint: str = "", expires_at: datetime | None = None,
+    ) -> Alert:
+        """An alert whose title, body, facts and actions ``compose()`` makes only when they are needed: when the
+        pipeline accepts the alert, keeps it for display (``pamd trigger``, ``pamd explain``) or packs it. Until
+        then they are empty (:attr:`composed` is false). ``compose`` should be a pure closure over the numbers
+        the monitor already has; an exception it raises fails the tick's batch like a store error."""
+        alert = cls(user_id=user_id, kind=kind, priority=priority, title="", body="", subject=subject,
+                    fingerprint=fingerprint, expires_at=expires_at)
+        alert.__dict__["_compose"] = compose  # undeclared (the struct has a ``__dict__``): never encoded or stored
+        return alert
+
+    @property
+    def composed(self) -> bool:
+        """False while a deferred alert's text is still to be made."""
+        return "_compose" not in self.__dict__
+
+    def complete(self) -> Alert:
+        """Make a deferred alert's text now (nothing to do for any other alert); returns the alert."""
+        compose = self.__dict__.get("_compose")
+        if compose is not None:
+            text = compose()  # if it raises, the alert stays deferred
+            self.title, self.body, self.facts, self.actions = text.title, text.body, text.facts, text.actions
+            del self.__dict__["_compose"]
+        return self
 
     def default_fingerprint(self) -> str:
         """A stable identity for "the same condition": monitor, user, kind and subject."""
@@ -147,7 +187,7 @@ class PackedAlerts:
         self._keys: list[tuple[str, str, Priority]] = []
 
     def append(self, alert: Alert) -> None:
-        blob = self._encoder.encode(alert)
+        blob = self._encoder.encode(alert.complete())  # a deferred text cannot be packed: made now
         self._keys.append((alert.user_id, alert.fingerprint, alert.priority))
         if self._file is None and self._in_memory + len(blob) <= self.memory_limit:
             self._blobs.append(blob)

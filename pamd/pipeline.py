@@ -140,7 +140,16 @@ class AlertPipeline:
     async def decide(
         self, monitor: str, alerts: Sequence[Alert], now: datetime, cooldown: timedelta
     ) -> list[Decision]:
-        """Decide stamped ``alerts`` of ``monitor`` without writing anything (also used by ``pamd explain``)."""
+        """Decide stamped ``alerts`` of ``monitor`` without writing anything; every decided alert has its text."""
+        decided = await self._decide(monitor, alerts, now, cooldown)
+        for decision in decided:
+            decision.alert.complete()
+        return decided
+
+    async def _decide(
+        self, monitor: str, alerts: Sequence[Alert], now: datetime, cooldown: timedelta
+    ) -> list[Decision]:
+        """:meth:`decide`, leaving deferred texts (:meth:`pamd.Alert.deferred`) unmade."""
         if self.book is None:
             return [Decision(alert=a, outcome="delivered", reason="no store: dedupe and preferences off")
                     for a in alerts]
@@ -246,7 +255,11 @@ class TickSubmission:
 
     async def _batch(self, alerts: list[Alert], sweep: bool) -> None:
         pipeline, monitor = self.pipeline, self.monitor
-        decided = await pipeline.decide(monitor, alerts, self.now, self.cooldown)
+        decided = await pipeline._decide(monitor, alerts, self.now, self.cooldown)
+        for d in decided:
+            # Text only for what is stored, delivered or shown: a repeat in cooldown is dropped without it.
+            if self.keep or d.accepted:
+                d.alert.complete()
         # One ``inc`` per label set, not per alert: a big tick decides tens of thousands.
         counted = Counter((d.outcome, d.alert.priority.value) for d in decided)
         for (decision, priority), count in counted.items():

@@ -201,22 +201,32 @@ def _midnight_after(day: date, timezone: str) -> datetime:
     return datetime.combine(day + DAY, time(), tzinfo=tz).astimezone(UTC)
 
 
-def build_alert(inp: BudgetInput, status: BudgetStatus, a: Assessment, priority: pamd.Priority,
-                kind: Kind) -> pamd.Alert:
-    """The alert for one budget in a band. Its subject is the budget and period start: a new period is new."""
+def text(inp: BudgetInput, status: BudgetStatus, a: Assessment, kind: Kind) -> pamd.AlertText:
+    """Title, body, facts and actions of a budget alert."""
     title, body = render(inp, status, a, kind)
     actions = [{"action": "view_budget", "label": "Review budget"},
                {"action": "view_expenses", "label": "See expenses"}]
-    return pamd.Alert(
-        user_id=inp.user_id, kind=kind, priority=priority, title=title, body=body, facts=facts(inp, status, a),
-        actions=actions, subject=f"{status.budget.id}:{status.period.start.isoformat()}",
-        expires_at=period_end_utc(status, inp.timezone),
-    )
+    return pamd.AlertText(title=title, body=body, facts=facts(inp, status, a), actions=actions)
+
+
+def build_alert(inp: BudgetInput, status: BudgetStatus, a: Assessment, priority: pamd.Priority,
+                kind: Kind, *, defer: bool = False) -> pamd.Alert:
+    """The alert for one budget in a band. Its subject is the budget and period start: a new period is new.
+    ``defer``: the text is made only if the pipeline needs it (:meth:`pamd.Alert.deferred`)."""
+    subject = f"{status.budget.id}:{status.period.start.isoformat()}"
+    expires_at = period_end_utc(status, inp.timezone)
+    if defer:
+        return pamd.Alert.deferred(functools.partial(text, inp, status, a, kind), user_id=inp.user_id, kind=kind,
+                                   priority=priority, subject=subject, expires_at=expires_at)
+    made = text(inp, status, a, kind)
+    return pamd.Alert(user_id=inp.user_id, kind=kind, priority=priority, title=made.title, body=made.body,
+                      facts=made.facts, actions=made.actions, subject=subject, expires_at=expires_at)
 
 
 def evaluate(inp: BudgetInput, now: datetime, cfg: BudgetConfig,
-             explain: Callable[..., None] | None = None) -> list[pamd.Alert]:
-    """The alerts for one user's budgets at ``now`` (pure). ``explain(user_id, step, **data)`` sees each step."""
+             explain: Callable[..., None] | None = None, *, defer: bool = False) -> list[pamd.Alert]:
+    """The alerts for one user's budgets at ``now`` (pure). ``explain(user_id, step, **data)`` sees each step;
+    ``defer``: alerts whose text is made only if the pipeline needs it (most repeats are in cooldown)."""
     if not inp.budgets:
         if explain is not None:
             reason = "no active budget" if inp.inactive else "no budgets"
@@ -228,7 +238,7 @@ def evaluate(inp: BudgetInput, now: datetime, cfg: BudgetConfig,
         a = _assess(status, today, fraction, cfg)
         band = classify(a, cfg)
         if band is not None:
-            alerts.append(build_alert(inp, status, a, *band))
+            alerts.append(build_alert(inp, status, a, *band, defer=defer))
         if explain is not None:
             outcome: dict[str, Any] = (
                 {"outcome": band[1], "priority": band[0].value} if band is not None
@@ -277,7 +287,7 @@ class BudgetMonitor(pamd.Monitor):
         async with aclosing(batches) as stream:
             async for batch in stream:
                 for inp in batch:
-                    for alert in evaluate(inp, now, cfg, explain):
+                    for alert in evaluate(inp, now, cfg, explain, defer=True):
                         yield alert
 
 

@@ -215,6 +215,17 @@ def test_escalation_keeps_kind_and_subject() -> None:
     assert later.subject == "b1:2026-03-31"  # a new period is a new condition
 
 
+def test_deferred_alerts_make_the_same_text_only_when_asked() -> None:
+    st = status(1234.5, amount=1000.0)
+    [made] = budget.evaluate(user(st), NOW, CFG)
+    [later] = budget.evaluate(user(st), NOW, CFG, defer=True)
+    assert not later.composed and later.title == later.body == "" and later.facts == {}
+    assert (later.user_id, later.kind, later.priority, later.subject, later.expires_at) == (
+        made.user_id, made.kind, made.priority, made.subject, made.expires_at)
+    assert later.complete() is later and later.composed
+    assert later == made
+
+
 def test_explain_says_why() -> None:
     seen: list[tuple[str, str, dict[str, Any]]] = []
 
@@ -252,7 +263,8 @@ async def run(s: Any, now: datetime = NOW, config: budget.BudgetConfig | None = 
               user_id: str | None = None) -> list[pamd.Alert]:
     ctx = pamd.MonitorContext(monitor="budget", scheduled_at=now, store=s, config=config, user_id=user_id,
                               clock=lambda: now)
-    return [alert async for alert in budget.BudgetMonitor().run(ctx)]
+    # run() leaves the text to the pipeline (pamd.Alert.deferred): made here, as the pipeline makes it.
+    return [alert.complete() async for alert in budget.BudgetMonitor().run(ctx)]
 
 
 async def inputs(s: SQLiteStore, now: datetime = NOW) -> dict[str, BudgetInput]:

@@ -13,7 +13,7 @@ import pytest
 from pamd.alerts.book import AlertContext
 from pamd.config import AlertsSection
 from pamd.metrics import Metrics
-from pamd.model import Alert, Priority
+from pamd.model import Alert, AlertText, Priority
 from pamd.pipeline import AlertPipeline
 from pamd.sinks.base import Sink
 from pamd.store.sqlite import SQLiteStore
@@ -112,6 +112,39 @@ async def test_repeats_in_cooldown_need_no_user_context(store: SQLiteStore, monk
     assert await tick(p, T0 + timedelta(minutes=10), candidate(priority=P.HIGH),
                       candidate(user="bob", priority=P.HIGH)) == ["delivered", "opted_out"]  # escalations
     assert asked == [["ann", "bob"], ["ann", "bob"]]  # not for the steady tick
+
+
+@pytest.mark.anyio
+async def test_deferred_text_is_made_only_for_what_is_stored_delivered_or_kept(store: SQLiteStore) -> None:
+    made: list[str] = []
+
+    def deferred(user: str, priority: Priority = P.MEDIUM) -> Alert:
+        def compose() -> AlertText:
+            made.append(user)
+            return AlertText(title=f"low fuel {user}", body="b", facts={"litres": 12.5},
+                             actions=[{"action": "find_fuel"}])
+        return Alert.deferred(compose, user_id=user, kind="fuel_low", priority=priority, subject="v1")
+
+    sink = Recorder()
+    p = pipeline(store, sink)
+    first = await p.submit("fuel", [deferred("ann"), deferred("bob")], epoch=1, now=T0, cooldown=COOLDOWN,
+                           complete=True, keep=False)
+    assert (first.accepted, sorted(made)) == (2, ["ann", "bob"])
+    assert [(a.title, a.facts, a.actions) for a in sink.got] == [
+        ("low fuel ann", {"litres": 12.5}, [{"action": "find_fuel"}]),
+        ("low fuel bob", {"litres": 12.5}, [{"action": "find_fuel"}])]
+    assert rows(store, "SELECT user_id, title, facts FROM pam_alerts ORDER BY user_id") == [
+        ("ann", "low fuel ann", '{"litres":12.5}'), ("bob", "low fuel bob", '{"litres":12.5}')]
+    made.clear()
+    # The steady tick: both repeats in cooldown, an escalation for ann; only the escalation's text is made.
+    again = await p.submit("fuel", [deferred("ann", P.HIGH), deferred("bob")], epoch=1, now=T0 + timedelta(minutes=5),
+                           cooldown=COOLDOWN, complete=True, keep=False)
+    assert (again.outcomes["delivered"], again.outcomes["cooldown"], made) == (1, 1, ["ann"])
+    # Kept decisions (pamd trigger, pamd explain) are shown: every one has its text.
+    kept = await p.submit("fuel", [deferred("ann", P.HIGH), deferred("bob")], epoch=1,
+                          now=T0 + timedelta(minutes=10), cooldown=COOLDOWN, dry_run=True)
+    assert [(d.outcome, d.alert.title) for d in kept.decisions] == [("cooldown", "low fuel ann"),
+                                                                     ("cooldown", "low fuel bob")]
 
 
 @pytest.mark.anyio
@@ -235,6 +268,13 @@ async def test_packed_alerts_spill_to_disk_and_go_through_the_pipeline(store: SQ
     assert packed._file is not None and len(packed) == 12
     assert [packed[i] for i in range(12)] == originals
     assert packed.key(11) == ("ann", originals[11].fingerprint, P.URGENT)
+    late = stamp(Alert.deferred(lambda: AlertText(title="made when packed", body="b"), user_id="bob",
+                                kind="fuel_low", priority=P.LOW), "fuel", 1, T0)
+    packed.append(late)
+    assert late.composed and packed[12].title == "made when packed"
+    packed = PackedAlerts(memory_limit=600)
+    for alert in originals:
+        packed.append(alert)
     sink = Recorder()
     submitted = await pipeline(store, sink).submit("fuel", packed, epoch=1, now=T0, cooldown=COOLDOWN, keep=False)
     assert (submitted.produced, submitted.accepted, submitted.decisions) == (12, 12, [])
