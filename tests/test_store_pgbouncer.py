@@ -32,6 +32,7 @@ import pytest
 from pamd.metrics import Metrics
 from pamd.pipeline import AlertPipeline
 from pamd.store.pg import PostgresStore
+from pamd.store.pg_base import SCAN_WORK_MEM
 from pamd.store.pg_scan import fetch_page
 from tests.conftest import PG_URL, free_port
 from tests.test_pipeline import COOLDOWN, Recorder, candidate
@@ -365,35 +366,39 @@ async def test_search_path_in_the_url_does_not_pass_through_pgbouncer(
 
 
 @pytest.mark.anyio
-async def test_candidate_statements_run_without_jit_behind_pgbouncer_too(
+async def test_candidate_statements_run_without_jit_and_with_more_work_mem_behind_pgbouncer_too(
         bouncers: Callable[[str], Bouncer], direct_url: str, stores: list[PostgresStore]) -> None:
-    """Directly each pooled connection turns JIT off; behind PgBouncer no session setting may stay on a shared
-    server connection, so a candidate page turns it off in its own transaction, leaving other statements alone."""
+    """Directly each pooled connection turns JIT off and raises work_mem; behind PgBouncer no session setting may
+    stay on a shared server connection, so a candidate page sets both in its own transaction, leaving other
+    statements alone. Settings the URL names win."""
     bouncer = bouncers(STRICT)
     pooled = PostgresStore(f"{bouncer.url}?pgbouncer=true", max_size=2)
     direct = PostgresStore(direct_url)
-    chosen = PostgresStore(f"{direct_url}?jit=on", max_size=2)
+    chosen = PostgresStore(f"{direct_url}?jit=on&work_mem=8MB", max_size=2)
     stores += [pooled, direct, chosen]
-    setting = "SELECT current_setting('jit')"
+    setting = "SELECT current_setting('jit'), current_setting('work_mem')"
+    default = (await fetch(pooled, "SELECT current_setting('work_mem')"))[0][0]
+    assert default != SCAN_WORK_MEM  # else the test shows nothing
 
-    async def in_page(store: PostgresStore) -> str:
-        async def run(conn: asyncpg.Connection) -> str:
-            return str((await fetch_page(store, conn, setting))[0])
+    async def in_page(store: PostgresStore) -> tuple[str, str]:
+        async def run(conn: asyncpg.Connection) -> tuple[str, str]:
+            row = await fetch_page(store, conn, setting)
+            return str(row[0]), str(row[1])
 
         return await store._call(run)
 
-    assert [await in_page(s) for s in (pooled, direct)] == ["off", "off"]
-    assert await fetch(pooled, setting) == [("on",)]  # the server's default, untouched by the page's SET LOCAL
-    assert await fetch(direct, setting) == [("off",)]
+    assert [await in_page(s) for s in (pooled, direct)] == [("off", SCAN_WORK_MEM)] * 2
+    assert await fetch(pooled, setting) == [("on", default)]  # the server's defaults, untouched by SET LOCAL
+    assert await fetch(direct, setting) == [("off", SCAN_WORK_MEM)]
 
-
-    async def turn_on(conn: asyncpg.Connection) -> int:  # a statement that changes it, on a pooled connection
-        await conn.execute("SET jit = on")
+    async def turn_on(conn: asyncpg.Connection) -> int:  # a statement that changes them, on a pooled connection
+        await conn.execute("SET jit = on; SET work_mem = '1MB'")
         return int(await conn.fetchval("SELECT pg_backend_pid()"))
 
-    async def pid_and_jit(conn: asyncpg.Connection) -> tuple[int, str]:
-        return int(await conn.fetchval("SELECT pg_backend_pid()")), str(await conn.fetchval(setting))
+    async def pid_and_settings(conn: asyncpg.Connection) -> tuple[int, str, str]:
+        jit, work_mem = await conn.fetchrow(setting)
+        return int(await conn.fetchval("SELECT pg_backend_pid()")), str(jit), str(work_mem)
 
     pid = await direct._call(turn_on)
-    assert await direct._call(pid_and_jit) == (pid, "off")  # the same connection, reset by the pool: off again
-    assert await in_page(chosen) == "on"  # the URL's own jit wins
+    assert await direct._call(pid_and_settings) == (pid, "off", SCAN_WORK_MEM)  # the same connection, reset
+    assert await in_page(chosen) == ("on", "8MB")  # the URL's own settings win

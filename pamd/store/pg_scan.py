@@ -67,12 +67,13 @@ def page_where(store: PostgresBase, after: str | None, upto: str | None, slots: 
 
 async def fetch_page(store: PostgresBase, conn: Any, sql: str, *args: Any) -> Any:
     """The one row of a candidate statement. Postgres would JIT-compile such a statement on every page (its
-    estimated cost is high), which takes longer than running it: the pool's connections have JIT off, except behind
-    PgBouncer, where it is turned off for this statement's own transaction only (``SET LOCAL``)."""
-    if not store.jit_off_per_statement:
+    estimated cost is high), which takes longer than running it, and spill its hashes at the default ``work_mem``:
+    the pool's connections have JIT off and more ``work_mem`` (:data:`~pamd.store.pg_base.SCAN_WORK_MEM`), except
+    behind PgBouncer, where both are set for this statement's own transaction only (``SET LOCAL``)."""
+    if not store.scan_settings:
         return await conn.fetchrow(sql, *args)
     async with conn.transaction():
-        await conn.execute("SET LOCAL jit = off")
+        await conn.execute(store.scan_settings)
         return await conn.fetchrow(sql, *args)
 
 
