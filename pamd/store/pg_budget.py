@@ -19,9 +19,9 @@ from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
 from pamd.store.pg_base import PostgresBase
-from pamd.store.records_budget import Budget, BudgetInput, BudgetStatus, CategorySpend, Period
+from pamd.store.records_budget import Budget, BudgetInput, CategorySpend, Period
 from pamd.store.sqlite_base import INACTIVE_STATUSES
-from pamd.store.sqlite_budget import _rank, _User, _why_bad, budget_users
+from pamd.store.sqlite_budget import _User, _why_bad, budget_inputs, budget_users
 
 if TYPE_CHECKING:
     import asyncpg
@@ -112,23 +112,7 @@ class PostgresBudgetQueries(PostgresBase):
         rows = await conn.fetch(sql, *params, list(INACTIVE_STATUSES), limit)
         users = self._budget_users(rows, now)
         selected = [(budget, period, user) for user in users for budget, period in user.active]
-        sums = await self._budget_spend(conn, selected)
-        batch = []
-        for user in users:
-            statuses = []
-            for budget, period in user.active:
-                found = sums.get(budget.id, ())
-                statuses.append(BudgetStatus(
-                    budget=budget, period=period, spent=sum(c.amount for c, _ in found),
-                    expense_count=sum(n for _, n in found),
-                    top_categories=tuple(c for c, _ in sorted(found, key=_rank)[:top]) if top else (),
-                ))
-            batch.append(BudgetInput(
-                user_id=user.user_id, full_name=user.full_name, timezone=user.timezone,
-                preferred_units=user.units, currency=user.currency, today=user.today,
-                budgets=tuple(statuses), inactive=tuple(user.inactive),
-            ))
-        return batch, len(users)
+        return budget_inputs(users, await self._budget_spend(conn, selected), top), len(users)
 
     def _budget_users(self, rows: Sequence[Sequence[Any]], now: datetime) -> list[_User]:
         return budget_users(rows, now, self._skip)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import functools
 import json
 import sqlite3
-from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterator, Mapping, Sequence
 from contextlib import aclosing
 from datetime import UTC, date, datetime
 from typing import Any, NamedTuple
@@ -163,22 +163,7 @@ class SQLiteBudgetQueries(SQLiteBase):
         rows = cursor.execute(_PAGE_SQL.format(where=where, inactive=_INACTIVE_SQL), [*params, limit]).fetchall()
         users = self._budget_users(rows, now)
         sums = self._budget_spend(cursor, [(budget, period, user) for user in users for budget, period in user.active])
-        batch = []
-        for user in users:
-            statuses = []
-            for budget, period in user.active:
-                found = sums.get(budget.id, ())
-                statuses.append(BudgetStatus(
-                    budget=budget, period=period, spent=sum(c.amount for c, _ in found),
-                    expense_count=sum(n for _, n in found),
-                    top_categories=tuple(c for c, _ in sorted(found, key=_rank)[:top]) if top else (),
-                ))
-            batch.append(BudgetInput(
-                user_id=user.user_id, full_name=user.full_name, timezone=user.timezone,
-                preferred_units=user.units, currency=user.currency, today=user.today,
-                budgets=tuple(statuses), inactive=tuple(user.inactive),
-            ))
-        return batch, len(users)
+        return budget_inputs(users, sums, top), len(users)
 
     def _budget_users(self, rows: list[tuple[Any, ...]], now: datetime) -> list[_User]:
         return budget_users(rows, now, self._skip)
@@ -239,6 +224,29 @@ def _why_bad(amount: object, day: object, today: str) -> str:
     if not isinstance(day, str) or len(day) != 10 or parse_date(day) is None:
         return f"unparsable date {day!r}"
     return f"dated {day}, after the user's local today {today}"
+
+
+def budget_inputs(
+    users: Sequence[_User], sums: Mapping[str, Sequence[tuple[CategorySpend, int]]], top: int
+) -> list[BudgetInput]:
+    """The users' inputs, given each active budget's ``(category spend, expense count)`` per category (by budget
+    id; none: nothing spent). Shared by the SQLite and Postgres stores."""
+    batch = []
+    for user in users:
+        statuses = []
+        for budget, period in user.active:
+            found = sums.get(budget.id, ())
+            statuses.append(BudgetStatus(
+                budget=budget, period=period, spent=sum(c.amount for c, _ in found),
+                expense_count=sum(n for _, n in found),
+                top_categories=tuple(c for c, _ in sorted(found, key=_rank)[:top]) if top else (),
+            ))
+        batch.append(BudgetInput(
+            user_id=user.user_id, full_name=user.full_name, timezone=user.timezone,
+            preferred_units=user.units, currency=user.currency, today=user.today,
+            budgets=tuple(statuses), inactive=tuple(user.inactive),
+        ))
+    return batch
 
 
 def budget_users(
