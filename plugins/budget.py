@@ -213,14 +213,11 @@ def build_alert(inp: BudgetInput, status: BudgetStatus, a: Assessment, priority:
                 kind: Kind, *, defer: bool = False) -> pamd.Alert:
     """The alert for one budget in a band. Its subject is the budget and period start: a new period is new.
     ``defer``: the text is made only if the pipeline needs it (:meth:`pamd.Alert.deferred`)."""
-    subject = f"{status.budget.id}:{status.period.start.isoformat()}"
-    expires_at = period_end_utc(status, inp.timezone)
-    if defer:
-        return pamd.Alert.deferred(functools.partial(text, inp, status, a, kind), user_id=inp.user_id, kind=kind,
-                                   priority=priority, subject=subject, expires_at=expires_at)
-    made = text(inp, status, a, kind)
-    return pamd.Alert(user_id=inp.user_id, kind=kind, priority=priority, title=made.title, body=made.body,
-                      facts=made.facts, actions=made.actions, subject=subject, expires_at=expires_at)
+    alert = pamd.Alert.deferred(
+        functools.partial(text, inp, status, a, kind), user_id=inp.user_id, kind=kind, priority=priority,
+        subject=f"{status.budget.id}:{status.period.start.isoformat()}",
+        expires_at=period_end_utc(status, inp.timezone))
+    return alert if defer else alert.complete()
 
 
 def evaluate(inp: BudgetInput, now: datetime, cfg: BudgetConfig,

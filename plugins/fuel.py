@@ -14,6 +14,7 @@ stations near an old fill-up say nothing about what is in reach now. Distances a
 
 from __future__ import annotations
 
+import functools
 import statistics
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import aclosing
@@ -280,9 +281,21 @@ def _stations_text(inp: FuelInput, vehicle: FuelVehicle, est: FuelEstimate, stat
 
 
 def build_alert(
-    inp: FuelInput, est: FuelEstimate, priority: pamd.Priority, stations: list[dict[str, Any]]
+    inp: FuelInput, est: FuelEstimate, priority: pamd.Priority, stations: list[dict[str, Any]], *,
+    defer: bool = False,
 ) -> pamd.Alert:
-    """The ``fuel_low`` alert: rule text for the user, SI numbers in ``facts``."""
+    """The ``fuel_low`` alert: rule text for the user, SI numbers in ``facts``. ``defer``: the text is made only
+    if the pipeline needs it (:meth:`pamd.Alert.deferred`; a steady tick's repeats in cooldown never do)."""
+    assert inp.vehicle is not None
+    alert = pamd.Alert.deferred(functools.partial(text, inp, est, priority, stations), user_id=inp.user_id,
+                                kind="fuel_low", priority=priority, subject=inp.vehicle.id)
+    return alert if defer else alert.complete()
+
+
+def text(
+    inp: FuelInput, est: FuelEstimate, priority: pamd.Priority, stations: list[dict[str, Any]]
+) -> pamd.AlertText:
+    """Title, body, facts and actions of a ``fuel_low`` alert."""
     assert inp.vehicle is not None
     title, body = render(inp, inp.vehicle, est, priority, stations)
     numbers = {k: round(v, 3) if isinstance(v, float) else v for k, v in msgspec.to_builtins(est).items()}
@@ -296,8 +309,7 @@ def build_alert(
         "position": msgspec.to_builtins(inp.position) if inp.position is not None else None,
     }
     actions = [{"action": "log_fuel", "label": "Log a fill-up"}]
-    return pamd.Alert(user_id=inp.user_id, kind="fuel_low", priority=priority, title=title, body=body,
-                      facts=facts, actions=actions, subject=inp.vehicle.id)
+    return pamd.AlertText(title=title, body=body, facts=facts, actions=actions)
 
 
 class FuelMonitor(pamd.Monitor):
@@ -354,7 +366,7 @@ class FuelMonitor(pamd.Monitor):
                                     f"{est.range_km:.0f} km < nearest station "
                                     f"{nearest if nearest is not None else '-'})")
                     if priority is not None:
-                        yield build_alert(inp, est, priority, stations)
+                        yield build_alert(inp, est, priority, stations, defer=True)
 
     async def nearby_stations(
         self, ctx: pamd.MonitorContext, inp: FuelInput, est: FuelEstimate

@@ -207,7 +207,7 @@ async def demo_store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
 async def run(store: Any, config: fuel.FuelConfig | None = None, user_id: str | None = None) -> list[pamd.Alert]:
     ctx = pamd.MonitorContext(monitor="fuel", scheduled_at=NOW, store=store, config=config, user_id=user_id,
                               clock=lambda: NOW)
-    return [alert async for alert in fuel.FuelMonitor().run(ctx)]
+    return [alert.complete() async for alert in fuel.FuelMonitor().run(ctx)]  # run() defers the text
 
 
 @pytest.mark.anyio
