@@ -25,6 +25,7 @@ explained and skipped; a provider failure marks the tick degraded and the other 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from datetime import UTC, date, datetime, time, tzinfo
@@ -53,10 +54,22 @@ __all__ = ["DayVerdict", "WeatherConfig", "WeatherMonitor", "assess", "build_ale
            "render"]
 
 def build_alert(inp: WeatherInput, trip: PlannedTrip, forecast: DailyForecast, outcome: TripOutcome,
-                now: datetime, cfg: WeatherConfig) -> pamd.Alert:
-    """The ``weather_severe`` or ``weather_window`` alert for a trip: rule text, SI numbers in ``facts``."""
+                now: datetime, cfg: WeatherConfig, *, defer: bool = False) -> pamd.Alert:
+    """The ``weather_severe`` or ``weather_window`` alert for a trip: rule text, SI numbers in ``facts``.
+    ``defer``: the text is made only if the pipeline needs it (:meth:`pamd.Alert.deferred`)."""
+    assert outcome.priority is not None
+    end_of_day = datetime.combine(trip.start_date + DAY, time(0), tzinfo=_zone(inp.profile.timezone))
+    alert = pamd.Alert.deferred(
+        functools.partial(text, inp, trip, forecast, outcome, cfg), user_id=inp.user_id,
+        kind="weather_severe" if outcome.rule == "severe" else "weather_window", priority=outcome.priority,
+        subject=f"trip:{trip.id}:{trip.start_date.isoformat()}", expires_at=min(now + DAY, end_of_day))
+    return alert if defer else alert.complete()
+
+
+def text(inp: WeatherInput, trip: PlannedTrip, forecast: DailyForecast, outcome: TripOutcome,
+         cfg: WeatherConfig) -> pamd.AlertText:
+    """Title, body, facts and actions of a trip's weather alert."""
     assert outcome.priority is not None and outcome.planned is not None and outcome.planned_verdict is not None
-    tz = _zone(inp.profile.timezone)
     title, body = render(trip, outcome, units.is_imperial(inp.profile.preferred_units), cfg)
     best = outcome.best
     facts: dict[str, Any] = {
@@ -78,12 +91,7 @@ def build_alert(inp: WeatherInput, trip: PlannedTrip, forecast: DailyForecast, o
     actions = [{"action": "view_trip", "label": "View trip"}]
     if outcome.best is not None:
         actions.insert(0, {"action": "reschedule_trip", "label": f"Leave {fmt_day(outcome.best)}"})
-    end_of_day = datetime.combine(trip.start_date + DAY, time(0), tzinfo=tz)
-    return pamd.Alert(
-        user_id=inp.user_id, kind="weather_severe" if outcome.rule == "severe" else "weather_window",
-        priority=outcome.priority, title=title, body=body, facts=facts, actions=actions,
-        subject=f"trip:{trip.id}:{trip.start_date.isoformat()}", expires_at=min(now + DAY, end_of_day),
-    )
+    return pamd.AlertText(title=title, body=body, facts=facts, actions=actions)
 
 
 # -- the monitor --------------------------------------------------------------------------------------------
@@ -131,7 +139,7 @@ class WeatherMonitor(pamd.Monitor):
                     outcome = evaluate_trip(trip, found, today, cfg)
                     ctx.explain(inp.user_id, "outcome", trip_id=trip.id, today=today, outcome=outcome)
                     if outcome.priority is not None:
-                        yield build_alert(inp, trip, found.forecast, outcome, now, cfg)
+                        yield build_alert(inp, trip, found.forecast, outcome, now, cfg, defer=True)
 
     @staticmethod
     def _trips_to_check(ctx: pamd.MonitorContext, inp: WeatherInput, today: date,

@@ -440,7 +440,7 @@ async def test_explain(store: SQLiteStore, hub: ProviderHub) -> None:
     explained: list[pamd.monitor.Explanation] = []
     ctx = pamd.MonitorContext(monitor="weather", scheduled_at=NOW, store=store, clock=lambda: NOW,
                               providers=hub.for_tick(), explanation=explained)
-    alerts = [a async for a in weather.WeatherMonitor().run(ctx)]
+    alerts = [a.complete() async for a in weather.WeatherMonitor().run(ctx)]  # run() defers the text
     assert len(alerts) == 3
     steps = {(e.user_id, e.step): e.data for e in explained}
     assert steps[("demo-u02", "trips")] == {"reason": "no planned trip departs within the horizon"}
