@@ -14,6 +14,7 @@ shops near the user come from the places provider (OpenStreetMap), or none.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import statistics
@@ -259,8 +260,17 @@ def render(inp: MaintenanceInput, due: Due, cost: Cost | None, shops: Sequence[d
 
 
 def build_alert(inp: MaintenanceInput, due: Due, cost: Cost | None, shops: list[dict[str, Any]],
-                now: datetime) -> pamd.Alert:
-    """The ``maintenance_due`` alert; subject: vehicle id + normalised task, so a done task resolves it."""
+                now: datetime, *, defer: bool = False) -> pamd.Alert:
+    """The ``maintenance_due`` alert; subject: vehicle id + normalised task, so a done task resolves it.
+    ``defer``: the text is made only if the pipeline needs it (:meth:`pamd.Alert.deferred`)."""
+    alert = pamd.Alert.deferred(
+        functools.partial(text, inp, due, cost, shops), user_id=inp.user_id, kind="maintenance_due",
+        priority=due.priority, subject=f"{due.vehicle.id}:{due.task_key}", expires_at=now + timedelta(hours=24))
+    return alert if defer else alert.complete()
+
+
+def text(inp: MaintenanceInput, due: Due, cost: Cost | None, shops: list[dict[str, Any]]) -> pamd.AlertText:
+    """Title, body, facts and actions of a ``maintenance_due`` alert."""
     title, body = render(inp, due, cost, shops)
     rec = due.record
     facts = {
@@ -276,11 +286,8 @@ def build_alert(inp: MaintenanceInput, due: Due, cost: Cost | None, shops: list[
         "cost_samples": cost.samples if cost else 0, "currency": inp.profile.currency, "shops": shops,
         "units": inp.profile.preferred_units,
     }
-    return pamd.Alert(
-        user_id=inp.user_id, kind="maintenance_due", priority=due.priority, title=title, body=body, facts=facts,
-        actions=[{"action": "log_maintenance", "label": "Log it as done"}],
-        subject=f"{due.vehicle.id}:{due.task_key}", expires_at=now + timedelta(hours=24),
-    )
+    return pamd.AlertText(title=title, body=body, facts=facts,
+                          actions=[{"action": "log_maintenance", "label": "Log it as done"}])
 
 
 def _summary(due: Due) -> dict[str, Any]:
@@ -332,7 +339,7 @@ class MaintenanceMonitor(pamd.Monitor):
                         cost = estimate_cost(item.task_key, inp, cfg)
                         ctx.explain(inp.user_id, "outcome", alert=True, priority=item.priority, task=item.task_key,
                                     cost=cost)
-                        yield build_alert(inp, item, cost, shops, now)
+                        yield build_alert(inp, item, cost, shops, now, defer=True)
 
     async def repair_shops(self, ctx: pamd.MonitorContext, inp: MaintenanceInput, due: list[Due]
                            ) -> list[dict[str, Any]]:
