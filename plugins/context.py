@@ -67,16 +67,17 @@ def bounds(cfg: ContextConfig) -> ContextBounds:
 
 
 def evaluate(inp: ContextInput, now: datetime, cfg: ContextConfig,
-             explain: Callable[..., None] | None = None) -> list[pamd.Alert]:
-    """Apply every rule to one user at ``now`` (pure). ``explain(user_id, step, **data)`` sees each outcome."""
+             explain: Callable[..., None] | None = None, *, defer: bool = False) -> list[pamd.Alert]:
+    """Apply every rule to one user at ``now`` (pure). ``explain(user_id, step, **data)`` sees each outcome;
+    ``defer``: alerts whose text is made only if the pipeline needs it (most repeats are in cooldown)."""
     where = whereabouts(inp.track, now)
     outcomes: list[tuple[str, RuleOutcome]] = []
     for trip in inp.trips:
-        outcomes.append((f"overnight_stop {trip.id}", evening_arrival(inp, trip, where, now, cfg)))
+        outcomes.append((f"overnight_stop {trip.id}", evening_arrival(inp, trip, where, now, cfg, defer=defer)))
     for event in inp.events:
-        outcomes.append((f"leave_by {event.id}", leave_by(inp, event, where, now, cfg)))
+        outcomes.append((f"leave_by {event.id}", leave_by(inp, event, where, now, cfg, defer=defer)))
     driving = DrivingToday.of(inp.track)
-    outcomes.append(("driving_rest", driving_rest(inp, driving, where, now, cfg)))
+    outcomes.append(("driving_rest", driving_rest(inp, driving, where, now, cfg, defer=defer)))
     if explain is not None:
         local = local_now(inp, now)
         explain(inp.user_id, "context", local_time=local.isoformat(timespec="minutes"),
@@ -85,10 +86,7 @@ def evaluate(inp: ContextInput, now: datetime, cfg: ContextConfig,
         for step, outcome in outcomes:
             explain(inp.user_id, step, confidence=outcome.confidence, reason=outcome.reason,
                     outcome=outcome.alert.priority.value if outcome.alert else "no alert")
-    alerts = [outcome.alert for _, outcome in outcomes if outcome.alert is not None]
-    for alert in alerts:  # how the user reads distances and speeds (for phrasing; the facts themselves are SI)
-        alert.facts["units"] = inp.preferred_units
-    return alerts
+    return [outcome.alert for _, outcome in outcomes if outcome.alert is not None]
 
 
 class ContextMonitor(pamd.Monitor):
@@ -122,7 +120,7 @@ class ContextMonitor(pamd.Monitor):
         async with aclosing(batches) as stream:
             async for batch in stream:
                 for inp in batch:
-                    for alert in evaluate(inp, now, cfg, explain):
+                    for alert in evaluate(inp, now, cfg, explain, defer=True):
                         yield alert
 
 

@@ -187,12 +187,21 @@ def _where_facts(where: Whereabouts) -> dict[str, Any]:
             "speed_measured": where.speed_measured, "recent_points": where.recent_points}
 
 
-def _judged(confidence: float, cfg: ContextConfig, alert: pamd.Alert, reason: str) -> RuleOutcome:
+def _judged(confidence: float, cfg: ContextConfig, alert: pamd.Alert, reason: str, defer: bool) -> RuleOutcome:
+    """The rule's outcome: its (deferred) ``alert`` if ``confidence`` reaches the minimum, its text made now
+    unless ``defer``."""
     confidence = round(confidence, 2)
     if confidence < cfg.min_confidence:
         return RuleOutcome(confidence, None, f"{reason}, but confidence {confidence} < {cfg.min_confidence}")
-    alert.facts["confidence"] = confidence
-    return RuleOutcome(confidence, alert, reason)
+    return RuleOutcome(confidence, alert if defer else alert.complete(), reason)
+
+
+def _text(shown: str, confidence: float, title: str, body: str, facts: dict[str, Any],
+          action: dict[str, str]) -> pamd.AlertText:
+    """An alert's text, with the confidence and how the user reads distances and speeds (``shown``, for phrasing;
+    the facts themselves are SI) as the last facts."""
+    facts |= {"confidence": round(confidence, 2), "units": shown}
+    return pamd.AlertText(title=title, body=body, facts=facts, actions=[action])
 
 
 def _to_minute(moment: datetime) -> datetime:
@@ -226,8 +235,9 @@ def _next_local(moment: datetime, hhmm: str) -> datetime:
 
 
 def evening_arrival(inp: ContextInput, trip: ActiveTrip, where: Whereabouts | None, now: datetime,
-                    cfg: ContextConfig) -> RuleOutcome:
-    """Active trip, driving, evening, and the rest of the way would end after the evening: suggest a stop."""
+                    cfg: ContextConfig, *, defer: bool = False) -> RuleOutcome:
+    """Active trip, driving, evening, and the rest of the way would end after the evening: suggest a stop.
+    ``defer``: the alert's text is made only if the pipeline needs it (:meth:`pamd.Alert.deferred`)."""
     if trip.dest_lat is None or trip.dest_lon is None:
         return RuleOutcome(0.0, None, "the trip's destination has no coordinates")
     if where is None:
@@ -247,32 +257,36 @@ def evening_arrival(inp: ContextInput, trip: ActiveTrip, where: Whereabouts | No
         return RuleOutcome(round(confidence, 2), None, f"arrives by {cfg.evening_end} ({km:.0f} km to go)")
     if arrival - late < HOUR:
         confidence *= 0.9
-    imp = units.is_imperial(inp.preferred_units)
-    place = trip.destination or "your destination"
     eta = clock(arrival, inp.timezone)
     next_day = arrival.astimezone(local.tzinfo).date() > local.date()
     eta_text = f"{eta} tomorrow" if next_day else eta
-    speed = units.speed(cfg.average_speed_kmh, imp)
-    body = (f"{place} is about {units.distance(km, imp)} away in a straight line: roughly {duration(hours)} more "
-            f"driving at an average {speed}, so you would arrive around {eta_text}, after {cfg.evening_end}. "
-            "Consider stopping for the night and driving on in daylight.")
-    facts = {"trip_id": trip.id, "destination": trip.destination, "dest_lat": trip.dest_lat,
-             "dest_lon": trip.dest_lon, "eta": format_ts(arrival), "eta_local": eta, "eta_next_day": next_day,
-             "local_time": f"{local:%H:%M}", "evening_end": cfg.evening_end, **_travel_facts(km, hours, cfg),
-             **_where_facts(where)}
-    alert = pamd.Alert(
-        user_id=inp.user_id, kind="overnight_stop", priority=pamd.Priority.MEDIUM,
-        title=f"Arriving late: consider an overnight stop before {place}", body=body, facts=facts,
-        actions=[{"action": "find_campground", "label": "Find a place to stay"}],
+    shown = inp.preferred_units  # compose() keeps only what it needs alive, not the user's whole track
+
+    def compose() -> pamd.AlertText:
+        imp = units.is_imperial(shown)
+        place = trip.destination or "your destination"
+        speed = units.speed(cfg.average_speed_kmh, imp)
+        body = (f"{place} is about {units.distance(km, imp)} away in a straight line: roughly {duration(hours)} "
+                f"more driving at an average {speed}, so you would arrive around {eta_text}, after "
+                f"{cfg.evening_end}. Consider stopping for the night and driving on in daylight.")
+        facts = {"trip_id": trip.id, "destination": trip.destination, "dest_lat": trip.dest_lat,
+                 "dest_lon": trip.dest_lon, "eta": format_ts(arrival), "eta_local": eta, "eta_next_day": next_day,
+                 "local_time": f"{local:%H:%M}", "evening_end": cfg.evening_end, **_travel_facts(km, hours, cfg),
+                 **_where_facts(where)}
+        return _text(shown, confidence, f"Arriving late: consider an overnight stop before {place}", body, facts,
+                     {"action": "find_campground", "label": "Find a place to stay"})
+
+    alert = pamd.Alert.deferred(
+        compose, user_id=inp.user_id, kind="overnight_stop", priority=pamd.Priority.MEDIUM,
         subject=f"overnight_stop:{trip.id}:{local.date().isoformat()}",
-        expires_at=now + timedelta(hours=cfg.expiry_hours),
-    )
-    return _judged(confidence, cfg, alert, f"arrival around {eta_text}, after {cfg.evening_end}")
+        expires_at=now + timedelta(hours=cfg.expiry_hours))
+    return _judged(confidence, cfg, alert, f"arrival around {eta_text}, after {cfg.evening_end}", defer)
 
 
 def leave_by(inp: ContextInput, event: CalendarEvent, where: Whereabouts | None, now: datetime,
-             cfg: ContextConfig) -> RuleOutcome:
-    """A located event soon: the time to leave (start - travel time - buffer), when it is near or past."""
+             cfg: ContextConfig, *, defer: bool = False) -> RuleOutcome:
+    """A located event soon: the time to leave (start - travel time - buffer), when it is near or past.
+    ``defer``: as for :func:`evening_arrival`."""
     if where is None:
         return RuleOutcome(0.0, None, "no recent location")
     confidence = freshness(where.age_minutes) * sampling(where.recent_points)
@@ -287,30 +301,36 @@ def leave_by(inp: ContextInput, event: CalendarEvent, where: Whereabouts | None,
     if until > cfg.leave_by_window_hours:
         return RuleOutcome(round(confidence, 2), None, f"leave-by time {duration(until)} away")
     priority = pamd.Priority.HIGH if until * 60 < cfg.leave_by_high_minutes else pamd.Priority.MEDIUM
-    imp = units.is_imperial(inp.preferred_units)
-    leave, start = clock(leave_at, inp.timezone), clock(event.start_at, inp.timezone)
-    where_text = f" at {event.location_name}" if event.location_name else ""
-    when = f"in {duration(until)}" if until > 0 else f"{duration(-until)} ago: leave now"
-    body = (f"{event.title} starts at {start}{where_text}, about {units.distance(km, imp)} away in a straight line. "
-            f"Allowing roughly {duration(hours)} of driving at an average {units.speed(cfg.average_speed_kmh, imp)} "
-            f"and {cfg.leave_by_buffer_minutes:g} min to spare, leave by {leave} ({when}).")
-    facts = {"event_id": event.id, "title": event.title, "location_name": event.location_name,
-             "event_lat": event.lat, "event_lon": event.lon, "start_at": format_ts(event.start_at),
-             "start_local": start, "leave_by": format_ts(leave_at), "leave_by_local": leave,
-             "minutes_until_leave": round(until * 60, 1), "buffer_minutes": cfg.leave_by_buffer_minutes,
-             **_travel_facts(km, hours, cfg), **_where_facts(where)}
+    leave = clock(leave_at, inp.timezone)
+    shown, timezone = inp.preferred_units, inp.timezone  # as in evening_arrival
+
+    def compose() -> pamd.AlertText:
+        imp = units.is_imperial(shown)
+        start = clock(event.start_at, timezone)
+        where_text = f" at {event.location_name}" if event.location_name else ""
+        when = f"in {duration(until)}" if until > 0 else f"{duration(-until)} ago: leave now"
+        body = (f"{event.title} starts at {start}{where_text}, about {units.distance(km, imp)} away in a straight "
+                f"line. Allowing roughly {duration(hours)} of driving at an average "
+                f"{units.speed(cfg.average_speed_kmh, imp)} and {cfg.leave_by_buffer_minutes:g} min to spare, leave "
+                f"by {leave} ({when}).")
+        facts = {"event_id": event.id, "title": event.title, "location_name": event.location_name,
+                 "event_lat": event.lat, "event_lon": event.lon, "start_at": format_ts(event.start_at),
+                 "start_local": start, "leave_by": format_ts(leave_at), "leave_by_local": leave,
+                 "minutes_until_leave": round(until * 60, 1), "buffer_minutes": cfg.leave_by_buffer_minutes,
+                 **_travel_facts(km, hours, cfg), **_where_facts(where)}
+        return _text(shown, confidence, f"Leave by {leave} for {event.title}", body, facts,
+                     {"action": "open_directions", "label": "Directions"})
+
     event_day = event.start_at.astimezone(zone(inp.timezone) or UTC).date().isoformat()
-    alert = pamd.Alert(
-        user_id=inp.user_id, kind="leave_by", priority=priority, title=f"Leave by {leave} for {event.title}",
-        body=body, facts=facts, actions=[{"action": "open_directions", "label": "Directions"}],
-        subject=f"leave_by:{event.id}:{event_day}", expires_at=event.start_at,
-    )
-    return _judged(confidence, cfg, alert, f"leave by {leave}")
+    alert = pamd.Alert.deferred(compose, user_id=inp.user_id, kind="leave_by", priority=priority,
+                                subject=f"leave_by:{event.id}:{event_day}", expires_at=event.start_at)
+    return _judged(confidence, cfg, alert, f"leave by {leave}", defer)
 
 
 def driving_rest(inp: ContextInput, driving: DrivingToday, where: Whereabouts | None, now: datetime,
-                 cfg: ContextConfig) -> RuleOutcome:
-    """Driving now, and more than the user's daily limit driven since local midnight: suggest a rest."""
+                 cfg: ContextConfig, *, defer: bool = False) -> RuleOutcome:
+    """Driving now, and more than the user's daily limit driven since local midnight: suggest a rest.
+    ``defer``: as for :func:`evening_arrival`."""
     if where is None or driving.points == 0:
         return RuleOutcome(0.0, None, "no location today")
     confidence = freshness(where.age_minutes) * (0.6 + 0.4 * driving.coverage)
@@ -321,16 +341,21 @@ def driving_rest(inp: ContextInput, driving: DrivingToday, where: Whereabouts | 
     if not where.moving(cfg):
         return RuleOutcome(round(confidence, 2), None, "not driving now")
     local = local_now(inp, now)
-    source = "your profile's" if inp.max_driving_hours else "the default"
-    body = (f"By your location history you have driven about {duration(driving.hours)} today, more than "
-            f"{source} limit of {duration(limit)}. Stop somewhere safe and rest before driving on.")
-    facts = {"driving_hours": round(driving.hours, 2), "max_driving_hours": limit,
-             "limit_source": "profile" if inp.max_driving_hours else "config", "points_today": driving.points,
-             "coverage": round(driving.coverage, 2), "local_date": local.date().isoformat(), **_where_facts(where)}
-    alert = pamd.Alert(
-        user_id=inp.user_id, kind="driving_rest", priority=pamd.Priority.HIGH,
-        title=f"Time for a rest: {duration(driving.hours)} driving today", body=body, facts=facts,
-        actions=[{"action": "find_rest_area", "label": "Find a rest stop"}],
-        subject=f"driving_rest:{local.date().isoformat()}", expires_at=now + timedelta(hours=cfg.expiry_hours),
-    )
-    return _judged(confidence, cfg, alert, f"{duration(driving.hours)} driven today, over {duration(limit)}")
+    shown, from_profile = inp.preferred_units, bool(inp.max_driving_hours)  # as in evening_arrival
+
+    def compose() -> pamd.AlertText:
+        source = "your profile's" if from_profile else "the default"
+        body = (f"By your location history you have driven about {duration(driving.hours)} today, more than "
+                f"{source} limit of {duration(limit)}. Stop somewhere safe and rest before driving on.")
+        facts = {"driving_hours": round(driving.hours, 2), "max_driving_hours": limit,
+                 "limit_source": "profile" if from_profile else "config", "points_today": driving.points,
+                 "coverage": round(driving.coverage, 2), "local_date": local.date().isoformat(),
+                 **_where_facts(where)}
+        return _text(shown, confidence, f"Time for a rest: {duration(driving.hours)} driving today", body, facts,
+                     {"action": "find_rest_area", "label": "Find a rest stop"})
+
+    alert = pamd.Alert.deferred(
+        compose, user_id=inp.user_id, kind="driving_rest", priority=pamd.Priority.HIGH,
+        subject=f"driving_rest:{local.date().isoformat()}", expires_at=now + timedelta(hours=cfg.expiry_hours))
+    return _judged(confidence, cfg, alert, f"{duration(driving.hours)} driven today, over {duration(limit)}",
+                   defer)

@@ -332,7 +332,7 @@ async def inputs(s: SQLiteStore, now: datetime = NOW, batch_size: int = 2) -> di
 
 async def run(s: Any, now: datetime = NOW, user_id: str | None = None) -> list[pamd.Alert]:
     ctx = pamd.MonitorContext(monitor="context", scheduled_at=now, store=s, user_id=user_id, clock=lambda: now)
-    return [alert async for alert in context.ContextMonitor().run(ctx)]
+    return [alert.complete() async for alert in context.ContextMonitor().run(ctx)]  # run() defers the text
 
 
 @pytest.mark.anyio
