@@ -46,7 +46,8 @@ _TRUE = ("1", "true", "yes", "on")
 SCAN_WORK_MEM = "16MB"
 """``work_mem`` of pamd's connections (the server's default is 4MB). The candidate statements' hashes of a page's
 rows are planned from estimates far above the page and spilled to temporary files in batches at 4MB: with 16MB the
-maintenance candidates take 23 % less time a page, the budget ones 6 %. A few connections, one statement each."""
+maintenance candidates take 23 % less time a page, the budget ones 6 %. The pool holds at most ``max_size``
+connections (4 by default), so the server's memory for them stays small."""
 
 # A connection that died under a call: the server was told to end it (pg_terminate_backend, a restart, a failover),
 # the network dropped it, or the pool handed out one that was already gone. Every pamd statement and transaction
