@@ -87,13 +87,15 @@ b AS (
     FROM span JOIN budgets AS x ON x.user_id BETWEEN span.lo AND span.hi JOIN page ON page.id = x.user_id
     LEFT JOIN t ON t.name = page.tz
 ),
-p AS MATERIALIZED (SELECT b.*, {_PERIOD_START} AS lo FROM b),
-q AS MATERIALIZED (
+-- OFFSET 0 keeps p and q subquery scans, each CASE evaluated once a row: inlined, every reference computed them
+-- again (3x slower); MATERIALIZED wrote every row to a tuplestore first (31 against 26 ms a page).
+p AS (SELECT b.*, {_PERIOD_START} AS lo FROM b OFFSET 0),
+q AS (
     SELECT p.*, {_PERIOD_END} AS hi,
     NOT COALESCE(p.amount > 0 AND p.amount < 'Infinity'::float8, false) OR COALESCE(p.e < p.s, false)
         OR (p.kind NOT IN ('weekly', 'monthly', 'yearly') AND (p.s IS NULL OR p.e IS NULL))
         OR {_ODD_TEXT.format("p.category")} OR {_ODD_TEXT.format("p.period")} OR p.known IS NOT TRUE AS odd
-    FROM p
+    FROM p OFFSET 0
 ),
 spend AS (  -- per budget, one aggregate over its period's index range (no sort of the page's rows by budget)
     SELECT q.user_id, q.odd, q.amount, q.lo, q.hi, q.today, q.frac, x.spent, x.bad
