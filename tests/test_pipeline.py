@@ -272,6 +272,7 @@ async def test_packed_alerts_spill_to_disk_and_go_through_the_pipeline(store: SQ
                                 kind="fuel_low", priority=P.LOW), "fuel", 1, T0)
     packed.append(late)
     assert late.composed and packed[12].title == "made when packed"
+    packed.close()
     packed = PackedAlerts(memory_limit=600)
     for alert in originals:
         packed.append(alert)
