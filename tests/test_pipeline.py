@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -339,8 +340,42 @@ async def test_a_leader_that_lost_its_term_after_storing_delivers_nothing(store:
     with pytest.raises(FencedError, match=r"lost leadership \(epoch 4\) after storing 500 alert"):
         await p.submit("fuel", alerts, epoch=4, now=T0, cooldown=COOLDOWN, still_leading=lambda: len(sink.got) < 1500)
     assert len(sink.got) == 1500
+    # The second batch, written alongside the first (WRITES_IN_FLIGHT), is stored and not delivered either: the
+    # first batch's error is raised once it has ended.
     states = dict(rows(store, "SELECT state, COUNT(*) FROM pam_alerts GROUP BY state"))
-    assert states == {"delivered": 1500, "pending": 500}  # stored, never delivered by the stale leader
+    assert states == {"delivered": 1500, "pending": 1000}  # stored, never delivered by the stale leader
     fenced = p.metrics.registry.get_sample_value(
         "pamd_alerts_total", {"monitor": "fuel", "priority": "medium", "outcome": "fenced"})
-    assert fenced == 500
+    assert fenced == 1000
+
+
+@pytest.mark.anyio
+async def test_two_batches_are_written_at_once_and_the_sweep_waits_for_both(
+    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Batches of different users are stored side by side (WRITES_IN_FLIGHT), never more; the complete tick's
+    sweep starts only once every other batch is stored, so it cannot forget a condition a batch is writing."""
+    from pamd import pipeline as pipeline_module
+
+    monkeypatch.setattr(pipeline_module, "BATCH", 2)
+    record = store.record_decisions
+    writing: list[bool] = []  # one entry per write in progress: True for the sweep
+    seen: list[tuple[int, bool]] = []  # (writes in progress when one started, sweep?)
+
+    async def slow_record(*args: Any, **kwargs: Any) -> list[str]:
+        seen.append((len(writing), kwargs["sweep"]))
+        writing.append(kwargs["sweep"])
+        await asyncio.sleep(0.05)
+        try:
+            return await record(*args, **kwargs)
+        finally:
+            writing.pop()
+
+    monkeypatch.setattr(store, "record_decisions", slow_record)
+    sink = Recorder()
+    alerts = [candidate(user=f"u{n}") for n in range(12)]  # six batches of two users
+    result = await pipeline(store, sink).submit("fuel", alerts, epoch=1, now=T0, cooldown=COOLDOWN, complete=True)
+    assert result.outcomes["delivered"] == 12 and len(sink.got) == 12
+    assert max(n for n, _ in seen) == pipeline_module.WRITES_IN_FLIGHT - 1 == 1  # two at once, never three
+    assert seen[-1] == (0, True)  # the sweep, alone
+    assert rows(store, "SELECT COUNT(*) FROM pam_alert_state") == [(12,)]
