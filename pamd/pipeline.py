@@ -290,17 +290,19 @@ class TickSubmission:
         await self._drain(0)
 
     async def _drain(self, keep: int) -> None:
-        """Wait until at most ``keep`` writes are in flight. If one fails, the others end first (a batch's
-        failure does not cut another's transaction or deliveries short); then the oldest failure is raised."""
-        while len(self._writes) > keep:
-            oldest = self._writes[0]
-            await asyncio.wait([oldest])
-            if not oldest.cancelled() and oldest.exception() is not None:
+        """Wait until at most ``keep`` writes are in flight and none has failed. Once one has failed, no new write
+        starts: the others end first (a batch's failure does not cut another's transaction or deliveries short),
+        then the oldest failure is raised."""
+        while True:
+            if any(f.done() and (f.cancelled() or f.exception() is not None) for f in self._writes):
                 await asyncio.wait(self._writes)
-                for future in self._writes:  # retrieved: only the oldest failure is raised
-                    if not future.cancelled():
-                        future.exception()
-            self._writes.popleft().result()
+                ended, self._writes = list(self._writes), deque()
+                failed = [f for f in ended if f.cancelled() or f.exception() is not None]  # each one retrieved
+                failed[0].result()
+            self._writes = deque(f for f in self._writes if not f.done())
+            if len(self._writes) <= keep:
+                return
+            await asyncio.wait(self._writes, return_when=asyncio.FIRST_COMPLETED)
 
     async def close(self, complete: bool) -> Submitted:
         """Wait for every write; for a ``complete`` tick, resolve what no part reported. Returns the totals."""

@@ -379,3 +379,33 @@ async def test_two_batches_are_written_at_once_and_the_sweep_waits_for_both(
     assert max(n for n, _ in seen) == pipeline_module.WRITES_IN_FLIGHT - 1 == 1  # two at once, never three
     assert seen[-1] == (0, True)  # the sweep, alone
     assert rows(store, "SELECT COUNT(*) FROM pam_alert_state") == [(12,)]
+
+
+@pytest.mark.anyio
+async def test_a_failed_write_lets_the_other_end_and_stops_the_next(
+    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second batch's write fails while the first is still storing: the first ends (stored and delivered), no
+    third batch is written, and the failure is what the submission raises."""
+    from pamd import pipeline as pipeline_module
+
+    monkeypatch.setattr(pipeline_module, "BATCH", 2)
+    record = store.record_decisions
+    calls: list[int] = []
+
+    async def record_or_fail(*args: Any, **kwargs: Any) -> list[str]:
+        calls.append(len(calls) + 1)
+        if len(calls) == 2:
+            raise RuntimeError("the second batch's transaction failed")
+        await asyncio.sleep(0.1)
+        return await record(*args, **kwargs)
+
+    monkeypatch.setattr(store, "record_decisions", record_or_fail)
+    sink = Recorder()
+    alerts = [candidate(user=f"u{n}") for n in range(6)]  # three batches of two users
+    with pytest.raises(RuntimeError, match="second batch"):
+        await pipeline(store, sink).submit("fuel", alerts, epoch=1, now=T0, cooldown=COOLDOWN)  # no sweep batch
+    assert calls == [1, 2]
+    assert rows(store, "SELECT user_id, state FROM pam_alerts ORDER BY user_id") == [
+        ("u0", "delivered"), ("u1", "delivered")]
+    assert [a.user_id for a in sink.got] == ["u0", "u1"]
