@@ -1,11 +1,16 @@
-"""The id ranges the Postgres candidate scans read side by side (pamd.store.pg_scan.range_bounds)."""
+"""The id ranges the Postgres candidate scans read side by side (pamd.store.pg_scan.range_bounds), and the walks
+over them (scan_ranges)."""
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
+import anyio
 import pytest
 
 from pamd.store.pg import PostgresStore
-from pamd.store.pg_scan import range_bounds
+from pamd.store.pg_scan import range_bounds, scan_ranges
 
 pytestmark = pytest.mark.anyio
 
@@ -41,3 +46,22 @@ async def test_bounds_split_the_users_evenly_by_count_then_by_the_planner_s_esti
     left = ids[:30]
     assert ranges_cover(left, await range_bounds(pg, 3)) == [30, 0]
     assert await range_bounds(pg, 2) == [None]  # the first bound lies past the end: one range of all
+
+
+async def test_a_consumer_that_stops_early_leaves_no_walk_behind(pg: PostgresStore) -> None:
+    """A tick that fails mid-scan closes the scan with its walks waiting for room in the full queue: the close
+    ends them (it used to wait forever, and so did the event loop's shutdown)."""
+    await pg.add_rows("profiles", [{"id": f"u{n:03d}"} for n in range(90)])
+
+    async def one_id(conn: Any, after: str | None, upto: str | None) -> tuple[list[str], str | None]:
+        row = await conn.fetchrow("SELECT id FROM profiles WHERE ($1::text IS NULL OR id > $1) "
+                                  "AND ($2::text IS NULL OR id <= $2) ORDER BY id LIMIT 1", after, upto)
+        return ([row[0]], row[0]) if row is not None else ([], None)
+
+    before = asyncio.all_tasks()
+    pages = scan_ranges(pg, one_id, 3)
+    assert len(await anext(pages)) == 1
+    await asyncio.sleep(0.3)  # every walk fills the queue (six pages) and waits
+    with anyio.fail_after(5):
+        await pages.aclose()
+    assert asyncio.all_tasks() - before == set()

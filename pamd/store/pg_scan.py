@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, Awaitable, Callable
+from contextlib import aclosing
 from typing import Any, TypeVar
 
 from pamd.store.pg_base import PostgresBase
@@ -81,9 +82,10 @@ async def scan_batches(
     store: PostgresBase, step: RangeStep[R], parallel: int, batch_size: int
 ) -> AsyncGenerator[list[R], None]:
     """:func:`scan_ranges`' pages cut into batches of at most ``batch_size``."""
-    async for found in scan_ranges(store, step, parallel):
-        for start in range(0, len(found), batch_size):
-            yield found[start : start + batch_size]
+    async with aclosing(scan_ranges(store, step, parallel)) as pages:  # closed with this one: its walks end too
+        async for found in pages:
+            for start in range(0, len(found), batch_size):
+                yield found[start : start + batch_size]
 
 
 async def scan_ranges(store: PostgresBase, step: RangeStep[R], parts: int = 2) -> AsyncGenerator[list[R], None]:
@@ -103,11 +105,14 @@ async def scan_ranges(store: PostgresBase, step: RangeStep[R], parts: int = 2) -
     async def run(lower: str | None, upper: str | None) -> None:
         try:
             await walk(lower, upper)
+        except asyncio.CancelledError:
+            # The consumer stopped (a failed tick closes this generator): nobody reads the queue any more, and
+            # waiting for room in it would keep this task, and the consumer's close, from ever ending.
+            raise
         except BaseException as exc:  # handed to the consumer, which re-raises it
             await queue.put(exc)
             raise
-        finally:
-            await queue.put(_DONE)
+        await queue.put(_DONE)
 
     tasks = [asyncio.create_task(run(lower, upper)) for lower, upper in zip([None, *bounds[:-1]], bounds, strict=True)]
     try:
