@@ -39,7 +39,7 @@ __all__ = ["RETRY_BASE_SECONDS", "Runner", "TickResult", "backoff", "collect"]
 
 log = logging.getLogger("pamd.runner")
 
-
+CLOSE_TIMEOUT_SECONDS = 10.0  # the longest a monitor's generator may take to close after its tick ended
 
 @dataclass
 class JobState:
@@ -315,14 +315,32 @@ async def collect(
     if produced is None:
         return gathered
     if hasattr(produced, "__aiter__"):
-        async for item in produced:
-            if (waiting := add(_check(job, item))) is not None:
-                await waiting
+        try:
+            async for item in produced:
+                if (waiting := add(_check(job, item))) is not None:
+                    await waiting
+        finally:
+            await _close(produced)
     else:
         for item in produced:
             if (waiting := add(_check(job, item))) is not None:
                 await waiting
     return gathered
+
+
+async def _close(produced: Any) -> None:
+    """Close a monitor's async generator left at a ``yield`` (the pipeline failed, or the tick was cancelled while
+    the pipeline made it wait): its ``finally`` and ``async with`` blocks (a store's stream, with its reads in
+    flight) run now, in the tick's task. Left to the garbage collector, a failed tick's generators were closed in
+    any order, each in a task of its own (one closing another that was already closing), or only at exit.
+    Shielded, for at most :data:`CLOSE_TIMEOUT_SECONDS`: a cancelled tick still cleans up, a plugin whose cleanup
+    hangs cannot hold the tick. (A cancellation that reaches the monitor inside its own ``await``, a timeout, ends
+    the generator there: its cleanup is its own.)"""
+    aclose = getattr(produced, "aclose", None)
+    if aclose is None:
+        return
+    with anyio.move_on_after(CLOSE_TIMEOUT_SECONDS, shield=True):
+        await aclose()
 
 
 @contextmanager

@@ -205,3 +205,55 @@ async def test_a_tick_whose_term_lapsed_while_running_delivers_nothing(tmp_path:
     assert result.outcome == "error" and "lost leadership (epoch 1)" in (result.error or "")
     assert sample(metrics, "pamd_alerts_total", monitor="loses_lease", priority="medium", outcome="fenced") == 1
     assert sample(metrics, "pamd_alerts_total", monitor="loses_lease", priority="medium", outcome="delivered") == 0
+
+
+class HoldsAStream(pamd.Monitor):
+    """Yields alerts from inside a resource (as the built-ins read a store's stream) whose close awaits."""
+
+    name = "holds_a_stream"
+    retries = 0
+
+    def __init__(self) -> None:
+        self.closed = False
+
+    async def run(self, ctx: pamd.MonitorContext) -> AsyncIterator[pamd.Alert]:
+        try:
+            yield alert("u1")
+            yield alert("u2")
+        finally:
+            await anyio.sleep(0.05)  # closing the stream: its reads in flight end
+            self.closed = True
+
+
+async def test_a_failed_tick_closes_the_monitor_s_generator_before_it_returns() -> None:
+    """The pipeline refused the first alert: the monitor stays at its ``yield``, and is closed (its ``finally``
+    awaited) in the tick, not left to the garbage collector."""
+    from pamd.monitor import MonitorContext
+    from pamd.runner import collect
+
+    monitor = HoldsAStream()
+
+    async def refuse(_: pamd.Alert) -> None:
+        raise RuntimeError("the pipeline failed")
+
+    with pytest.raises(RuntimeError, match="pipeline failed"):
+        await collect(make_job(monitor), MonitorContext(monitor="holds_a_stream", scheduled_at=datetime.now(UTC)),
+                      sink=refuse)
+    assert monitor.closed
+
+
+async def test_a_tick_cancelled_while_the_pipeline_waits_still_closes_the_monitor_s_generator() -> None:
+    """The daemon stops while the monitor waits for the pipeline: the generator is closed, its cleanup's awaits
+    shielded from the cancellation."""
+    from pamd.monitor import MonitorContext
+    from pamd.runner import collect
+
+    monitor = HoldsAStream()
+
+    async def slow_pipeline(_: pamd.Alert) -> None:
+        await anyio.sleep_forever()
+
+    with anyio.move_on_after(0.1):
+        await collect(make_job(monitor), MonitorContext(monitor="holds_a_stream", scheduled_at=datetime.now(UTC)),
+                      sink=slow_pipeline)
+    assert monitor.closed
