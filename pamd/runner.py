@@ -41,6 +41,7 @@ log = logging.getLogger("pamd.runner")
 
 CLOSE_TIMEOUT_SECONDS = 10.0  # the longest a monitor's generator may take to close after its tick ended
 
+
 @dataclass
 class JobState:
     """What ``/status`` shows about a monitor."""
@@ -320,7 +321,7 @@ async def collect(
                 if (waiting := add(_check(job, item))) is not None:
                     await waiting
         finally:
-            await _close(produced)
+            await _close(job, produced)
     else:
         for item in produced:
             if (waiting := add(_check(job, item))) is not None:
@@ -328,19 +329,28 @@ async def collect(
     return gathered
 
 
-async def _close(produced: Any) -> None:
+async def _close(job: Job, produced: Any) -> None:
     """Close a monitor's async generator left at a ``yield`` (the pipeline failed, or the tick was cancelled while
     the pipeline made it wait): its ``finally`` and ``async with`` blocks (a store's stream, with its reads in
     flight) run now, in the tick's task. Left to the garbage collector, a failed tick's generators were closed in
     any order, each in a task of its own (one closing another that was already closing), or only at exit.
     Shielded, for at most :data:`CLOSE_TIMEOUT_SECONDS`: a cancelled tick still cleans up, a plugin whose cleanup
     hangs cannot hold the tick. (A cancellation that reaches the monitor inside its own ``await``, a timeout, ends
-    the generator there: its cleanup is its own.)"""
+    the generator there: its cleanup is its own.) A cleanup that fails is logged: the tick's own error, if any,
+    is the one it reports."""
     aclose = getattr(produced, "aclose", None)
     if aclose is None:
         return
-    with anyio.move_on_after(CLOSE_TIMEOUT_SECONDS, shield=True):
-        await aclose()
+    try:
+        with anyio.move_on_after(CLOSE_TIMEOUT_SECONDS, shield=True) as scope:
+            await aclose()
+    except Exception as exc:
+        log.warning("monitor %s: closing its generator failed: %s: %s", job.name, type(exc).__name__, exc,
+                    extra={"monitor": job.name})
+        return
+    if scope.cancelled_caught:
+        log.warning("monitor %s: closing its generator took more than %g s; abandoned", job.name,
+                    CLOSE_TIMEOUT_SECONDS, extra={"monitor": job.name})
 
 
 @contextmanager

@@ -257,3 +257,23 @@ async def test_a_tick_cancelled_while_the_pipeline_waits_still_closes_the_monito
         await collect(make_job(monitor), MonitorContext(monitor="holds_a_stream", scheduled_at=datetime.now(UTC)),
                       sink=slow_pipeline)
     assert monitor.closed
+
+
+async def test_a_failing_cleanup_is_logged_and_the_tick_keeps_its_own_error(caplog: pytest.LogCaptureFixture) -> None:
+    from pamd.monitor import MonitorContext
+    from pamd.runner import collect
+
+    class BadCleanup(HoldsAStream):
+        async def run(self, ctx: pamd.MonitorContext) -> AsyncIterator[pamd.Alert]:
+            try:
+                yield alert("u1")
+            finally:
+                raise OSError("the stream's connection is gone")
+
+    async def refuse(_: pamd.Alert) -> None:
+        raise RuntimeError("the pipeline failed")
+
+    with pytest.raises(RuntimeError, match="pipeline failed"):
+        await collect(make_job(BadCleanup()), MonitorContext(monitor="holds_a_stream", scheduled_at=datetime.now(UTC)),
+                      sink=refuse)
+    assert "closing its generator failed: OSError: the stream's connection is gone" in caplog.text
