@@ -3,6 +3,7 @@ tests/test_pipeline.py and tests/test_outbox.py run against both stores, with th
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
@@ -15,6 +16,7 @@ import pytest
 
 from pamd.alerts.book import FencedError
 from pamd.alerts.delivery import Deliverer
+from pamd.alerts.seen import TickFingerprints
 from pamd.metrics import Metrics
 from pamd.model import Priority
 from pamd.pipeline import AlertPipeline, stamp
@@ -498,3 +500,31 @@ async def test_staged_writes_on_reused_connections_stay_separate(pg: PostgresSto
         return counts
 
     assert await pg._call(staged) == [0, 0]  # the last write's connection: both tables there, both empty
+
+
+@pytest.mark.anyio
+async def test_the_sweep_stays_hashed_when_the_statistics_are_stale(pg_url: str) -> None:
+    """A monitor's first big tick after the table was analysed without its states (the planner expects one row):
+    the sweep's set difference with the tick's fingerprints must still be hashed. As a nested loop over both sets it
+    is quadratic: 30,000 states ran into the statement timeout (10 s here) and failed the tick."""
+    pg = PostgresStore(pg_url, statement_timeout=10)
+    try:
+        await pg.migrate()
+        await pg.add_rows("profiles", [{"id": "ann", "timezone": "UTC"}])
+        states = "(fingerprint, user_id, monitor, kind, priority, last_alert_id, last_sent_at, last_seen_at)"
+
+        async def stale_statistics(conn: asyncpg.Connection) -> None:
+            await conn.execute(f"INSERT INTO pam_alert_state {states} VALUES "
+                               "('other', 'ann', 'fuel', 'fuel_low', 'high', 'a0', $1, $1)", T0)
+            await conn.execute("ANALYZE pam_alert_state")
+            await conn.execute(f"INSERT INTO pam_alert_state {states} SELECT md5(i::text), 'ann', 'budget', "
+                               "'budget_pace', 'medium', 'a' || i, $1, $1 FROM generate_series(1, 30000) AS i", T0)
+
+        await pg._call(stale_statistics)
+        seen = TickFingerprints(hashlib.md5(str(i).encode()).hexdigest() for i in range(1, 29001))
+        resolved = await pg.record_decisions("budget", [], NOW, sweep=True, seen=seen)
+        assert sorted(resolved) == sorted(hashlib.md5(str(i).encode()).hexdigest() for i in range(29001, 30001))
+        assert await rows(pg, "SELECT monitor, count(*) FROM pam_alert_state GROUP BY monitor ORDER BY 1") == [
+            ("budget", 29000), ("fuel", 1)]
+    finally:
+        await pg.aclose()
