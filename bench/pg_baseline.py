@@ -1,7 +1,8 @@
-"""The alert path to Redis and the naive one-query-per-user baseline of ``bench/pg_scale.py``."""
+"""The alert path to Redis, the naive one-query-per-user baseline and the machine's speed, for ``bench/pg_scale.py``."""
 
 from __future__ import annotations
 
+import math
 import resource
 import secrets
 import time
@@ -121,3 +122,25 @@ async def naive_fuel(url: str, limit: int) -> dict[str, Any]:
     return {"users": len(ids), "queries": queries, "naive_seconds": naive_seconds, "naive_alerts": alerts,
             "store_seconds": store_seconds, "store_alerts": found}
 
+
+
+async def machine_speed(url: str) -> dict[str, float]:
+    """This machine's speed, to compare runs made on different ones (the development VMs differ by up to 3x): the
+    best of three runs of a pure-Python loop of 10 million additions (the daemon's kind of work) and of a server
+    statement summing 5 million generated integers on one backend (the candidate statements' kind)."""
+    python = server = math.inf
+    conn = await asyncpg.connect(split_pg_url(url)[0])
+    try:
+        await conn.execute("SET jit = off; SET max_parallel_workers_per_gather = 0")
+        for _ in range(3):
+            started = time.perf_counter()
+            total = 0
+            for i in range(10_000_000):
+                total += i
+            python = min(python, time.perf_counter() - started)
+            started = time.perf_counter()
+            await conn.fetchval("SELECT sum(i) FROM generate_series(1, 5000000) AS i")
+            server = min(server, time.perf_counter() - started)
+    finally:
+        await conn.close()
+    return {"python_loop_seconds": python, "server_sum_seconds": server}
