@@ -123,11 +123,10 @@ async def naive_fuel(url: str, limit: int) -> dict[str, Any]:
             "store_seconds": store_seconds, "store_alerts": found}
 
 
-
 async def machine_speed(url: str) -> dict[str, float]:
-    """This machine's speed, to compare runs made on different ones (the development VMs differ by up to 3x): the
-    best of three runs of a pure-Python loop of 10 million additions (the daemon's kind of work) and of a server
-    statement summing 5 million generated integers on one backend (the candidate statements' kind)."""
+    """A reading of this machine's speed, beside the figures of a run (the development VMs differ by up to 3x): the
+    best of three runs of a pure-Python loop of 10 million additions and of a server statement summing 5 million
+    generated integers on one backend. Neither predicts a tick well (bench/README.md, session 13's VM)."""
     python = server = math.inf
     conn = await asyncpg.connect(split_pg_url(url)[0])
     try:

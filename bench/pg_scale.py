@@ -14,7 +14,7 @@ path: ``--alerts`` alerts through the pipeline (stored in ``pam_alerts``, then d
 estimate, alert text) on ``--naive-users`` users with one query per table per user through asyncpg, as the old
 system did. Targets: fuel and budget ticks <= 10 s each, all five <= 60 s, peak RSS <= 200 MB, >= 5,000 alerts/s.
 
-The development VMs differ by up to 3x in speed and are noisy (the same statement 53-97 ms in one minute): the report
+The development VMs differ by up to 3x in speed and are noisy (the same statement 53-106 ms within a minute): the report
 starts with the machine's speed before and after the monitors (:func:`pg_baseline.machine_speed`), and
 ``--repeat N`` runs each monitor N times, each from a first tick, and reports the median run with the range of all.
 """
@@ -284,7 +284,7 @@ def run_monitors(monitors: list[str], url: str, workdir: Path, now: datetime, re
 
 async def _forget(url: str, monitor: str) -> None:
     """Delete ``monitor``'s alerts, states and deliveries (other monitors' stay: they count in the users' daily
-    caps, as in a daemon running them all), then VACUUM the two tables so that dead rows do not slow the next run."""
+    caps, as in a daemon running them all), then VACUUM the tables so that dead rows do not slow the next run."""
     from pamd.store.pg_base import split_pg_url
 
     conn = await asyncpg.connect(split_pg_url(url)[0])
