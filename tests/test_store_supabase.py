@@ -78,7 +78,8 @@ def _rows_from_the_schema_behind_the_fake(monkeypatch: pytest.MonkeyPatch) -> No
 _SHARED = [name for name in vars(pg_tests) if name.startswith("test_") and name not in (
     "test_urls_and_pgbouncer", "test_migrate_is_idempotent_and_creates_everything",  # Postgres URLs and DDL
     "test_concurrent_migrates_apply_once", "test_add_rows_converts_and_handles_conflicts",  # (asyncpg errors)
-    "test_staged_writes_on_reused_connections_stay_separate")]  # the Postgres store's COPY staging
+    "test_staged_writes_on_reused_connections_stay_separate",  # the Postgres store's COPY staging
+    "test_the_sweep_stays_hashed_when_the_statistics_are_stale")]  # and its sweep's plan
 globals().update({name: getattr(pg_tests, name) for name in _SHARED})
 
 
