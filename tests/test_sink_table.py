@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from pamd.alerts.delivery import BATCH
 from pamd.config import ConfigError, load_config
 from pamd.jobs import resolve_sinks
 from pamd.metrics import Metrics
 from pamd.model import Alert, Priority
 from pamd.pipeline import AlertPipeline
 from pamd.plugins import load_plugins
+from pamd.sinks.base import BatchSink
 from pamd.sinks.table import TableSink
 from pamd.store.sqlite import SQLiteStore
 
@@ -67,6 +69,50 @@ async def test_each_accepted_alert_becomes_one_notification(store: SQLiteStore) 
 
 
 @pytest.mark.anyio
+async def test_a_burst_is_written_a_batch_at_a_time(store: SQLiteStore) -> None:
+    """A tick's alerts reach the table in statements of up to BATCH rows, not one round trip per alert."""
+    calls: list[int] = []
+
+    class Counting:
+        async def add_notifications(self, alerts: Sequence[Alert], table: str) -> int:
+            calls.append(len(alerts))
+            return await store.add_notifications(alerts, table)
+
+    sink = TableSink({}, None)
+    sink.bind_store(Counting())
+    assert isinstance(sink, BatchSink)
+    pipeline = AlertPipeline({"table": sink}, Metrics(), book=store)
+    burst = [Alert(user_id=f"u{i:03}", kind="fuel_low", priority=Priority.HIGH, title="Fuel low", body="b",
+                   subject="v1") for i in range(BATCH * 2 + 50)]
+    result = await pipeline.submit("fuel", burst, epoch=1, now=T0, cooldown=timedelta(hours=1))
+    assert result.accepted == len(burst)
+    assert calls == [BATCH, BATCH, 50]
+    assert rows(store, "SELECT COUNT(*) FROM notifications") == [(len(burst),)]
+    assert rows(store, "SELECT DISTINCT state FROM pam_alerts") == [("delivered",)]
+
+
+@pytest.mark.anyio
+async def test_a_refused_row_fails_its_batch_then_only_itself(store: SQLiteStore) -> None:
+    """A batch is all or none: a row the table refuses holds the others back once, then they go one at a time
+    and only it stays pending."""
+    with sqlite3.connect(store.path) as conn:
+        conn.execute("CREATE TRIGGER refuse BEFORE INSERT ON notifications WHEN NEW.title = 'poison' "
+                     "BEGIN SELECT RAISE(ABORT, 'refused by the app'); END")
+    sink = TableSink({}, None)
+    sink.bind_store(store)
+    pipeline = AlertPipeline({"table": sink}, Metrics(), book=store)
+    burst = [Alert(user_id=user, kind="fuel_low", priority=Priority.HIGH, title=title, body="b", subject="v1")
+             for user, title in (("ann", "ok"), ("bob", "poison"), ("cy", "ok"))]
+    await pipeline.submit("fuel", burst, epoch=1, now=T0, cooldown=timedelta(hours=1))
+    assert rows(store, "SELECT COUNT(*) FROM notifications") == [(0,)]
+    assert rows(store, "SELECT state, COUNT(*) FROM pam_deliveries GROUP BY state") == [("pending", 3)]
+    assert await pipeline.deliverer.retry_due(T0 + timedelta(minutes=5)) == 2
+    assert rows(store, "SELECT user_id FROM notifications ORDER BY user_id") == [("ann",), ("cy",)]
+    assert rows(store, "SELECT a.user_id, a.state FROM pam_alerts AS a ORDER BY a.user_id") == [
+        ("ann", "delivered"), ("bob", "pending"), ("cy", "delivered")]
+
+
+@pytest.mark.anyio
 async def test_a_retried_delivery_inserts_nothing(store: SQLiteStore) -> None:
     sink = TableSink({"table": "notifications"}, None)
     sink.bind_store(store)
@@ -75,7 +121,7 @@ async def test_a_retried_delivery_inserts_nothing(store: SQLiteStore) -> None:
     await sink.deliver(a)
     await sink.deliver(a)
     assert rows(store, "SELECT COUNT(*) FROM notifications") == [(1,)]
-    assert await store.add_notification(a, "notifications") is False
+    assert await store.add_notifications([a], "notifications") == 0
 
 
 @pytest.mark.anyio

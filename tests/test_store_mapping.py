@@ -177,8 +177,8 @@ async def test_monitors_alert_on_the_mapped_schema_as_on_pam_names(
 
     # the table sink writes the app's own notifications table through the view, once per alert
     alert = results[1].alerts[0]
-    assert await store.add_notification(alert) is True
-    assert await store.add_notification(alert) is False
+    assert await store.add_notifications([alert]) == 1
+    assert await store.add_notifications([alert]) == 0
     rows = await _sql(f'SELECT kind, payload->>\'fingerprint\' FROM "{app_schema}".app_notifications')
     assert [tuple(r) for r in rows] == [(alert.kind, alert.fingerprint)]
     await store.aclose()

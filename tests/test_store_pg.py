@@ -4,6 +4,7 @@ tests/test_pipeline.py and tests/test_outbox.py run against both stores, with th
 from __future__ import annotations
 
 import hashlib
+import json
 import sqlite3
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
@@ -23,6 +24,7 @@ from pamd.pipeline import AlertPipeline, stamp
 from pamd.store import open_store
 from pamd.store.demo import demo_rows
 from pamd.store.pg import PRIMARY_KEYS, PostgresStore, split_pg_url
+from pamd.store.records import parse_ts
 from pamd.store.sqlite import SQLiteStore
 from pamd.store.supabase import SupabaseStore
 from tests.test_outbox import Flaky, Steady, alert
@@ -435,12 +437,20 @@ async def test_alerts_stored_but_never_delivered_are_resumed(store: AnyStore) ->
 
 @pytest.mark.anyio
 async def test_a_notification_row_once_per_alert_id(store: AnyStore) -> None:
-    a = stamp(alert("n1", expires=T0 + timedelta(days=1)), "fuel", 1, T0)
+    a, b, c = (stamp(alert(title, expires=T0 + timedelta(days=1)), "fuel", 1, T0) for title in ("n1", "n2", "n3"))
     a.facts = {"level": 0.1}
-    assert await store.add_notification(a) is True
-    assert await store.add_notification(a) is False
-    assert await rows(store, "SELECT id, user_id, alert_id, type, priority, title FROM notifications") == [
-        (a.id, "ann", a.id, "fuel_low", "high", "n1")]
+    assert await store.add_notifications([a]) == 1
+    assert await store.add_notifications([a]) == 0
+    # One batch: the row already there and a repeat within the batch are skipped, the others written.
+    assert await store.add_notifications([b, a, c, b]) == 2
+    assert await store.add_notifications([]) == 0
+    found = await rows(store, "SELECT id, user_id, alert_id, type, priority, title, data, created_at, expires_at "
+                              "FROM notifications ORDER BY title")
+    assert [(*row[:6], json.loads(row[6]), *(parse_ts(t) if isinstance(t, str) else t for t in row[7:]))
+            for row in found] == [
+        (x.id, "ann", x.id, "fuel_low", "high", x.title,
+         {"monitor": "fuel", "facts": x.facts, "actions": [], "fingerprint": x.fingerprint}, T0,
+         T0 + timedelta(days=1)) for x in (a, b, c)]
 
 
 @pytest.mark.anyio

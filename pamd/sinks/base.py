@@ -56,9 +56,9 @@ class Sink:
 
 @runtime_checkable
 class BatchSink(Protocol):
-    """A sink that can also deliver many alerts in one round trip (the Redis sink). The delivery worker hands it
-    up to a few hundred alerts at once, in order; it succeeds for all of them or raises (for all of them), with
-    :meth:`Sink.deliver`'s idempotency and exceptions."""
+    """A sink that can also deliver many alerts in one round trip (the Redis and table sinks). The delivery worker
+    hands it up to a few hundred alerts at once, in order; it succeeds for all of them or raises (for all of them),
+    with :meth:`Sink.deliver`'s idempotency and exceptions."""
 
     async def deliver_batch(self, alerts: Sequence[Alert]) -> None:
         """Deliver ``alerts`` in order, all of them or (raising) none that was not delivered before."""

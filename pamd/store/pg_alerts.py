@@ -21,6 +21,7 @@ from pamd.alerts.outbox import Delivery
 from pamd.alerts.prefs import PreferenceRow, local_midnight, parse_hhmm, zone
 from pamd.alerts.seen import TickFingerprints
 from pamd.model import Alert, Priority
+from pamd.sinks.table import notification_data
 from pamd.store.pg_base import PostgresBase, pg_ts
 
 COUNTED_STATES = ["pending", "held", "delivered", "failed"]
@@ -85,6 +86,14 @@ SELECT h.sink, h.user_id, h.head FROM (
 WHERE d.next_attempt_at <= $1 ORDER BY h.head LIMIT $2
 """
 _DELIVERY_COLUMNS = "alert_id, sink, user_id, state, attempts, next_attempt_at, last_error"
+# The table sink's rows: id and alert_id are both the alert's id (ON CONFLICT: a retried batch inserts nothing twice).
+_NOTIFY = """
+INSERT INTO "{table}" (id, user_id, alert_id, type, priority, title, body, data, created_at, expires_at)
+SELECT r.id, r.user_id, r.id, r.kind, r.priority, r.title, r.body, r.data::jsonb, r.created_at, r.expires_at
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::timestamptz[],
+            $9::timestamptz[]) AS r(id, user_id, kind, priority, title, body, data, created_at, expires_at)
+ON CONFLICT DO NOTHING
+"""
 
 
 async def _stage(
@@ -346,17 +355,21 @@ class PostgresOutboxQueries(PostgresAlertQueries):
         """See :meth:`pamd.alerts.outbox.OutboxBook.outbox_size`."""
         return int(await self._fetchval("SELECT COUNT(*) FROM pam_alerts WHERE state = 'pending'"))
 
-    async def add_notification(self, alert: Alert, table: str = "notifications") -> bool:
-        """The ``table`` sink's write (:class:`pamd.sinks.table.NotificationWriter`): one row per alert id."""
-        data = _json({"monitor": alert.monitor, "facts": alert.facts, "actions": alert.actions,
-                      "fingerprint": alert.fingerprint})
+    async def add_notifications(self, alerts: Sequence[Alert], table: str = "notifications") -> int:
+        """The ``table`` sink's write (:class:`pamd.sinks.table.NotificationWriter`): a row per alert id not
+        there yet, all in one statement; how many were new."""
+        if not alerts:
+            return 0
+        now = datetime.now(UTC)
+        columns: list[list[Any]] = [[] for _ in range(9)]
+        for a in alerts:
+            row = (a.id, a.user_id, a.kind, a.priority.value, a.title, a.body, _json(notification_data(a)),
+                   pg_ts(a.created_at or now), pg_ts(a.expires_at) if a.expires_at else None)
+            for column, value in zip(columns, row, strict=True):
+                column.append(value)
         # ``table`` is checked to be a plain name by the sink; quoted all the same.
-        sql = (f'INSERT INTO "{table}" (id, user_id, alert_id, type, priority, title, body, data, created_at, '
-               "expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10) ON CONFLICT DO NOTHING")
-        status = await self._execute(sql, alert.id, alert.user_id, alert.id, alert.kind, alert.priority.value,
-                                    alert.title, alert.body, data, pg_ts(alert.created_at or datetime.now(UTC)),
-                                    pg_ts(alert.expires_at) if alert.expires_at else None)
-        return bool(status == "INSERT 0 1")
+        status = await self._execute(_NOTIFY.format(table=table), *columns)
+        return int(status.rsplit(" ", 1)[1])
 
     async def _alerts_by_id(self, conn: asyncpg.Connection, ids: list[str]) -> dict[str, Alert]:
         if not ids:

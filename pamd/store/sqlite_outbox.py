@@ -11,6 +11,7 @@ import msgspec
 
 from pamd.alerts.outbox import Delivery
 from pamd.model import Alert
+from pamd.sinks.table import notification_data
 from pamd.store.records import format_ts, parse_ts
 from pamd.store.sqlite_alerts import _ALERT_COLUMNS, CHUNK, SQLiteAlertQueries, _chunks, _marks
 
@@ -121,21 +122,23 @@ class SQLiteOutboxQueries(SQLiteAlertQueries):
 
         return await anyio.to_thread.run_sync(self._locked_read, read)
 
-    async def add_notification(self, alert: Alert, table: str = "notifications") -> bool:
-        """The ``table`` sink's write (:class:`pamd.sinks.table.NotificationWriter`): one row per alert id."""
-        data = msgspec.json.encode({"monitor": alert.monitor, "facts": alert.facts, "actions": alert.actions,
-                                    "fingerprint": alert.fingerprint}).decode()
-        row = [alert.id, alert.user_id, alert.id, alert.kind, alert.priority.value, alert.title, alert.body, data,
-               format_ts(alert.created_at) if alert.created_at else format_ts(datetime.now(UTC)),
-               format_ts(alert.expires_at) if alert.expires_at else None]
+    async def add_notifications(self, alerts: Sequence[Alert], table: str = "notifications") -> int:
+        """The ``table`` sink's write (:class:`pamd.sinks.table.NotificationWriter`): a row per alert id not
+        there yet, all in one transaction; how many were new."""
+        now = format_ts(datetime.now(UTC))
+        rows = [(a.id, a.user_id, a.id, a.kind, a.priority.value, a.title, a.body,
+                 msgspec.json.encode(notification_data(a)).decode(),
+                 format_ts(a.created_at) if a.created_at else now, format_ts(a.expires_at) if a.expires_at else None)
+                for a in alerts]
 
-        def write(conn: sqlite3.Connection) -> bool:
+        def write(conn: sqlite3.Connection) -> int:
             # ``table`` is checked to be a plain name by the sink; quoted all the same.
             sql = (f'INSERT OR IGNORE INTO "{table}" (id, user_id, alert_id, type, priority, title, body, data, '
                    "created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
-            return conn.execute(sql, row).rowcount == 1
+            with self._transaction(conn):
+                return conn.executemany(sql, rows).rowcount
 
-        return await self._call(write)
+        return await self._call(write) if rows else 0
 
     def _alerts_by_id(self, conn: sqlite3.Connection, ids: list[str]) -> dict[str, Alert]:
         alerts: dict[str, Alert] = {}

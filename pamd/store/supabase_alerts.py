@@ -21,6 +21,7 @@ from pamd.alerts.decide import Decision
 from pamd.alerts.outbox import Delivery
 from pamd.alerts.seen import TickFingerprints
 from pamd.model import Alert
+from pamd.sinks.table import notification_data
 from pamd.store.pg_alerts import PostgresOutboxQueries
 from pamd.store.pg_base import pg_ts
 from pamd.store.supabase_base import SupabaseBase, to_json_value
@@ -103,20 +104,23 @@ class SupabaseOutboxQueries(PostgresOutboxQueries, SupabaseBase):
                                   idempotent=False)
         return {str(k): str(v) for k, v in settled.items()}
 
-    async def add_notification(self, alert: Alert, table: str = "notifications") -> bool:
-        """The ``table`` sink's write: one row per alert id (``POST /rest/v1/<table>``, duplicates ignored)."""
+    async def add_notifications(self, alerts: Sequence[Alert], table: str = "notifications") -> int:
+        """The ``table`` sink's write: a row per alert id not there yet, in one request (``POST /rest/v1/<table>``
+        with a JSON array, duplicates ignored); how many were new."""
         from postgrest.types import CountMethod, ReturnMethod
 
-        data = _as_json({"monitor": alert.monitor, "facts": alert.facts, "actions": alert.actions,
-                         "fingerprint": alert.fingerprint})
-        row = {"id": alert.id, "user_id": alert.user_id, "alert_id": alert.id, "type": alert.kind,
-               "priority": alert.priority.value, "title": alert.title, "body": alert.body, "data": data,
-               "created_at": pg_ts(alert.created_at or datetime.now(UTC)),
-               "expires_at": pg_ts(alert.expires_at) if alert.expires_at else None}
-        body: dict[str, Any] = {k: to_json_value(v) for k, v in row.items()}
+        if not alerts:
+            return 0
+        now = pg_ts(datetime.now(UTC))
+        rows = [{k: to_json_value(v) for k, v in {
+                    "id": a.id, "user_id": a.user_id, "alert_id": a.id, "type": a.kind, "priority": a.priority.value,
+                    "title": a.title, "body": a.body, "data": _as_json(notification_data(a)),
+                    "created_at": pg_ts(a.created_at) if a.created_at else now,
+                    "expires_at": pg_ts(a.expires_at) if a.expires_at else None}.items()}
+                for a in alerts]
         response = await self.rest.run(
             f"insert into {table}",
-            lambda c: c.table(table).upsert(body, ignore_duplicates=True, on_conflict="id", count=CountMethod.exact,
+            lambda c: c.table(table).upsert(rows, ignore_duplicates=True, on_conflict="id", count=CountMethod.exact,
                                             returning=ReturnMethod.minimal),
             idempotent=True)
-        return bool(response.count)
+        return int(response.count or 0)
