@@ -1,4 +1,5 @@
-"""The alert path to Redis, the naive one-query-per-user baseline and the machine's speed, for ``bench/pg_scale.py``."""
+"""The alert path to Redis and to the notifications table, the naive one-query-per-user baseline and the machine's
+speed, for ``bench/pg_scale.py``."""
 
 from __future__ import annotations
 
@@ -17,23 +18,30 @@ from pamd.store.pg_base import split_pg_url
 from pamd.store.records import FuelFill, FuelInput, FuelVehicle
 
 
-async def alert_path(url: str, redis_url: str, count: int) -> dict[str, Any]:
+async def alert_path(url: str, redis_url: str, count: int, sink: str = "redis") -> dict[str, Any]:
     """``count`` alerts (one per user, fuel-sized text and facts) through :class:`pamd.pipeline.AlertPipeline` with
-    the Postgres store as alert book and outbox and the Redis sink, as a tick submits them: decided, stored in
-    ``pam_alerts``, delivered. The sink's keys (prefix ``pamd-bench-<random>``) are deleted afterwards."""
+    the Postgres store as alert book and outbox, as a tick submits them: decided, stored in ``pam_alerts``, delivered
+    to ``sink``: ``redis`` (its keys, prefix ``pamd-bench-<random>``, deleted afterwards) or ``table`` (rows of the
+    schema's ``notifications``, deleted afterwards)."""
     import redis.asyncio as aioredis
 
     import pamd
     from pamd.metrics import Metrics
     from pamd.pipeline import AlertPipeline
     from pamd.sinks.redis import RedisSink
+    from pamd.sinks.table import TableSink
     from pamd.store.pg import PostgresStore
 
     prefix = f"pamd-bench-{secrets.token_hex(4)}"
     store = PostgresStore(url)
-    sink = RedisSink({"url": redis_url, "prefix": prefix, "stream_maxlen": count + 1000})
+    target: RedisSink | TableSink
+    if sink == "redis":
+        target = RedisSink({"url": redis_url, "prefix": prefix, "stream_maxlen": count + 1000})
+    else:
+        target = TableSink({}, None)
+        target.bind_store(store)
     in_sink = [0.0]
-    deliver_batch = sink.deliver_batch
+    deliver_batch = target.deliver_batch
 
     async def timed(alerts: Sequence[pamd.Alert]) -> None:
         started = time.perf_counter()
@@ -42,8 +50,8 @@ async def alert_path(url: str, redis_url: str, count: int) -> dict[str, Any]:
         finally:
             in_sink[0] += time.perf_counter() - started
 
-    sink.deliver_batch = timed  # type: ignore[method-assign]
-    pipeline = AlertPipeline({"redis": sink}, Metrics(), book=store)
+    target.deliver_batch = timed  # type: ignore[method-assign]
+    pipeline = AlertPipeline({sink: target}, Metrics(), book=store)
     users = [row[0] for row in await store._call(lambda conn: conn.fetch(
         "SELECT id FROM profiles ORDER BY id LIMIT $1", count))]
     facts = {"level_pct": 12.5, "litres_left": 47.5, "capacity_l": 380.0, "range_km": 158.3, "stations": [],
@@ -60,15 +68,21 @@ async def alert_path(url: str, redis_url: str, count: int) -> dict[str, Any]:
         started = time.perf_counter()
         result = await pipeline.submit("bench_alerts", alerts, epoch=0, keep=False)
         seconds = time.perf_counter() - started
-        in_redis = int(await client.xlen(f"{prefix}:alerts"))
+        if sink == "redis":
+            landed = int(await client.xlen(f"{prefix}:alerts"))
+        else:
+            landed = await store._call(lambda conn: conn.fetchval(
+                "SELECT count(*) FROM notifications WHERE type = 'bench_alert'"))
     finally:
         keys = [key async for key in client.scan_iter(match=f"{prefix}:*", count=5000)]
         for start in range(0, len(keys), 1000):
             await client.unlink(*keys[start : start + 1000])
         await client.aclose()
+        if sink == "table":
+            await store._call(lambda conn: conn.execute("DELETE FROM notifications WHERE type = 'bench_alert'"))
         await pipeline.aclose()
         await store.aclose()
-    return {"alerts": len(alerts), "delivered": result.outcomes["delivered"], "in_redis": in_redis,
+    return {"sink": sink, "alerts": len(alerts), "delivered": result.outcomes["delivered"], "landed": landed,
             "held": result.outcomes.get("held", 0),
             "seconds": seconds, "sink_seconds": in_sink[0],
             "rss_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}

@@ -1,5 +1,5 @@
 """One tick of each built-in monitor over N demo-shaped users in Postgres (default 1,000,000), the alert path to
-Redis, and the old system's one-query-per-user access for comparison.
+Redis and to the notifications table, and the old system's one-query-per-user access for comparison.
 
     .venv/bin/python bench/pg_scale.py [--users 1000000] [--only fuel,budget] [--alerts 50000] [--keep]
 
@@ -10,7 +10,8 @@ then runs in its own subprocess through the daemon's runner and alert pipeline (
 ``bench/monitors_scale.py``, providers faked on 127.0.0.1): one tick and the same tick again at once. Reported: tick
 seconds, users/s, rows fetched from Postgres (by the monitor and by the pipeline), alerts, peak RSS. Then the alert
 path: ``--alerts`` alerts through the pipeline (stored in ``pam_alerts``, then delivered) to the Redis sink
-(127.0.0.1:6379, a key prefix of its own, deleted afterwards). Last, the naive baseline: the same fuel work (read,
+(127.0.0.1:6379, a key prefix of its own, deleted afterwards), and the same to the table sink (rows of the schema's
+``notifications``, deleted afterwards). Last, the naive baseline: the same fuel work (read,
 estimate, alert text) on ``--naive-users`` users with one query per table per user through asyncpg, as the old
 system did. Targets: fuel and budget ticks <= 10 s each, all five <= 60 s, peak RSS <= 200 MB, >= 5,000 alerts/s.
 
@@ -105,7 +106,7 @@ def _seconds(value: float | None) -> str:
 
 def report(
     results: list[dict[str, Any]], users: int, path: dict[str, Any], naive: dict[str, Any],
-    speed: dict[str, dict[str, float]],
+    speed: dict[str, dict[str, float]], table: dict[str, Any] | None = None,
 ) -> list[str]:
     """Print the table with the verdicts against the targets; returns the failed targets."""
     failed: list[str] = []
@@ -149,7 +150,7 @@ def report(
     if path:
         rate = path["delivered"] / path["seconds"]
         print(f"alert path: {path['alerts']:,} alerts -> pipeline (pam_alerts) -> redis sink: {path['delivered']:,} "
-              f"delivered ({path['in_redis']:,} in the stream; {path.get('held', 0):,} held for the users' quiet "
+              f"delivered ({path['landed']:,} in the stream; {path.get('held', 0):,} held for the users' quiet "
               f"hours) in {path['seconds']:.2f} s, of which "
               f"{path['sink_seconds']:.2f} s in the sink: {rate:,.0f} alerts/s; peak RSS {path['rss_peak_mb']:.0f} MB; "
               + verdict("alerts/s", rate >= TARGET_ALERTS_PER_S, f">= {TARGET_ALERTS_PER_S:,.0f}"))
@@ -158,6 +159,10 @@ def report(
             if r["alerts"] >= 0.05 * users:
                 print(f"{r['monitor']}'s first tick stored {r['alerts']:,} alerts: at the alert path's rate without "
                       f"its sink ({stored:,.0f}/s), {r['alerts'] / stored:.1f} s of its {r['seconds']:.2f} s")
+    if table:
+        print(f"the same to the table sink: {table['delivered']:,} delivered ({table['landed']:,} rows in "
+              f"notifications) in {table['seconds']:.2f} s, of which {table['sink_seconds']:.2f} s in the sink: "
+              f"{table['delivered'] / table['seconds']:,.0f} alerts/s (the target is Redis's)")
     if naive:
         naive_rate = naive["users"] / naive["naive_seconds"]
         store_rate = naive["users"] / naive["store_seconds"]
@@ -237,13 +242,15 @@ def main() -> None:
         results = run_monitors(args.only.split(","), url, workdir, now, max(1, args.repeat))
         speed["after"] = anyio.run(machine_speed, url)
         path = anyio.run(alert_path, url, args.redis, args.alerts) if args.alerts else {}
+        table = anyio.run(alert_path, url, args.redis, args.alerts, "table") if args.alerts else {}
         naive = anyio.run(naive_fuel, url, args.naive_users) if args.naive_users else {}
-        failed = report(results, users, path, naive, speed)
+        failed = report(results, users, path, naive, speed, table)
         results_dir = ROOT / "bench" / "results"
         results_dir.mkdir(exist_ok=True)
         out_path = results_dir / f"pg-scale-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
         out_path.write_text(json.dumps({"users": users, "generated": generated, "results": results,
-                                        "alert_path": path, "naive": naive, "failed": failed, "machine": speed,
+                                        "alert_path": path, "table_path": table, "naive": naive, "failed": failed,
+                                        "machine": speed,
                                         "cpu_count": os.cpu_count(), "load": os.getloadavg()}, indent=2))
         print(f"written {out_path}")
     finally:
