@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
-from pamd.alerts.delivery import Deliverer
+from pamd.alerts.delivery import BATCH, Deliverer
 from pamd.metrics import Metrics
 from pamd.model import Alert, Priority
 from pamd.pipeline import AlertPipeline, stamp
@@ -193,3 +194,83 @@ async def test_a_receiver_asking_to_wait_is_not_retried_sooner(store: SQLiteStor
     await tick(p, T0, alert("a1"))
     (next_attempt,) = rows(store, "SELECT next_attempt_at FROM pam_deliveries")[0]
     assert datetime.fromisoformat(next_attempt) >= T0 + timedelta(seconds=600)
+
+
+class Slow(Flaky):
+    """A receiver a round trip away, taking ``concurrency`` deliveries at once; notes the most in flight."""
+
+    name = "slow"
+
+    def __init__(self, concurrency: int) -> None:
+        super().__init__()
+        self.concurrency = concurrency
+        self.in_flight = self.most = 0
+
+    async def deliver(self, alert: Alert) -> None:
+        self.in_flight += 1
+        self.most = max(self.most, self.in_flight)
+        try:
+            await anyio.sleep(0.002)
+            await super().deliver(alert)
+        finally:
+            self.in_flight -= 1
+
+
+class Batched(Flaky):
+    """A BatchSink (as Redis and table are): notes each batch's size."""
+
+    name = "batched"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[int] = []
+
+    async def deliver_batch(self, alerts: Sequence[Alert]) -> None:
+        self.batches.append(len(alerts))
+        for alert in alerts:
+            await self.deliver(alert)
+
+
+def burst(users: int, each: int) -> list[Alert]:
+    """``each`` alerts per user, interleaved as a tick stores them; titles ``<user>#<n>``, ids in that order."""
+    alerts = [alert(f"u{u:02}#{n}", user=f"u{u:02}") for n in range(each) for u in range(users)]
+    for number, a in enumerate(alerts):
+        a.id, a.monitor, a.fingerprint = f"{number:026d}", "fuel", f"{number:032x}"
+    return alerts
+
+
+def per_user(titles: list[str]) -> dict[str, list[int]]:
+    seen: dict[str, list[int]] = {}
+    for title in titles:
+        user, n = title.split("#")
+        seen.setdefault(user, []).append(int(n))
+    return seen
+
+
+@pytest.mark.anyio
+async def test_a_concurrent_sink_takes_several_users_at_once_each_in_order() -> None:
+    slow, batched = Slow(8), Batched()
+    deliverer = Deliverer({"slow": slow, "batched": batched}, Metrics())
+    alerts = burst(users=60, each=4)  # 240: two windows, the second with the last alert of 40 users
+    assert await deliverer.deliver(alerts, now=T0) == []
+    assert 1 < slow.most <= 8
+    assert per_user(slow.got) == per_user(batched.got) == {f"u{u:02}": [0, 1, 2, 3] for u in range(60)}
+    assert batched.batches == [BATCH, len(alerts) - BATCH]
+    one_at_a_time = Slow(1)
+    await Deliverer({"slow": one_at_a_time}, Metrics()).deliver(alerts, now=T0)
+    assert one_at_a_time.most == 1 and one_at_a_time.got == [a.title for a in alerts]  # the stored order
+
+
+@pytest.mark.anyio
+async def test_a_lost_term_mid_burst_hands_each_user_a_prefix_to_every_sink(store: SQLiteStore) -> None:
+    slow, batched = Slow(4), Batched()
+    deliverer = Deliverer({"slow": slow, "batched": batched}, Metrics(), store)
+    alerts = burst(users=6, each=5)
+    left = await deliverer.deliver(alerts, now=T0, still_leading=lambda: len(slow.got) < 11)
+    handed = [a for a in alerts if a not in left]
+    assert len(slow.got) >= 11 and len(left) == len(alerts) - len(handed) > 0
+    # every handed alert reached both sinks; of each user, the handed ones come first, the ones left after
+    assert sorted(slow.got) == sorted(batched.got) == sorted(a.title for a in handed)
+    for user, got in per_user(slow.got).items():
+        assert got == list(range(len(got)))
+        assert [int(a.title.split("#")[1]) for a in left if a.user_id == user] == list(range(len(got), 5))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -12,15 +13,17 @@ from pathlib import Path
 
 import pytest
 
+from pamd.alerts.delivery import Deliverer
 from pamd.config import ConfigError, load_config
 from pamd.jobs import resolve_sinks
+from pamd.metrics import Metrics
 from pamd.model import Alert, Priority, new_alert_id
 from pamd.plugins import load_plugins
 from pamd.sinks.base import PermanentDeliveryError, SinkConfigError, TransientDeliveryError
 from pamd.sinks.payload import PAYLOAD_FIELDS
 from pamd.sinks.webhook import WebhookOptions, WebhookSink, sign, verify_signature
 from tests.conftest import free_port
-from tests.fakes.server import FakeServer, Reply, serve
+from tests.fakes.server import FakeServer, Reply, Request, serve
 
 SECRET = "whsec-test-1234"
 ENV = "PAMD_TEST_WEBHOOK_SECRET"
@@ -268,6 +271,54 @@ async def test_one_client_is_shared_and_closed(receiver: FakeServer) -> None:
 # -- configuration ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.anyio
+@pytest.mark.parametrize("concurrency", [8, 1])
+async def test_several_users_in_flight_each_in_order(concurrency: int) -> None:
+    """Up to ``concurrency`` requests at once on the receiver (real HTTP, each answered after 30 ms), each user's
+    alerts arriving in the order they were stored, even with two deliveries side by side (as a tick's two batches
+    in flight are)."""
+    lock = threading.Lock()
+    in_flight, most, arrived = [0], [0], []
+
+    def slow(request: Request) -> Reply:
+        with lock:
+            in_flight[0] += 1
+            most[0] = max(most[0], in_flight[0])
+        time.sleep(0.03)
+        with lock:
+            in_flight[0] -= 1
+            arrived.append(json.loads(request.body)["title"])
+        return Reply(204)
+
+    alerts = [make_alert(user_id=f"u{u}", title=f"u{u}#{n}", id=new_alert_id()) for n in range(3) for u in range(10)]
+    with serve(slow) as receiver:
+        sink = WebhookSink({"url": f"{receiver.url}/hook", "concurrency": concurrency})
+        deliverer = Deliverer({"webhook": sink}, Metrics())
+        try:
+            halves = await asyncio.gather(deliverer.deliver([a for a in alerts if a.user_id < "u5"]),
+                                          deliverer.deliver([a for a in alerts if a.user_id >= "u5"]))
+            assert not halves[0] and not halves[1]  # nothing left undelivered
+        finally:
+            await sink.aclose()
+    assert sorted(arrived) == sorted(a.title for a in alerts)
+    for u in range(10):
+        assert [t for t in arrived if t.startswith(f"u{u}#")] == [f"u{u}#{n}" for n in range(3)]
+    assert most[0] == concurrency  # 10 users: the limit is reached, never passed
+
+
+@pytest.mark.anyio
+async def test_waiting_for_a_free_slot_is_not_part_of_the_deadline(receiver: FakeServer) -> None:
+    """Three deliveries at once through one slot, each answered after 1 s with a 1.5 s timeout: the third waits
+    2 s for its turn and still has its whole deadline."""
+    receiver.delay = 1.0
+    sink = WebhookSink({"url": f"{receiver.url}/hook", "timeout": 1.5, "concurrency": 1})
+    try:
+        await asyncio.gather(*(sink.deliver(make_alert(user_id=user, id=new_alert_id())) for user in "abc"))
+    finally:
+        await sink.aclose()
+    assert len(receiver.requests) == 3
+
+
 def test_missing_secret_env_is_a_clear_construction_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(ENV)
     with pytest.raises(SinkConfigError, match=f"environment variable {ENV} is not set") as caught:
@@ -284,6 +335,8 @@ def test_missing_secret_env_is_a_clear_construction_error(monkeypatch: pytest.Mo
     ({"url": "https:///nohost"}, "url", "expected an http"),
     ({"url": "https://example.com:99999/"}, "url", "bad port"),
     ({"url": "https://example.com", "timeout": 0}, "timeout", "more than 0"),
+    ({"url": "https://example.com", "concurrency": 0}, "concurrency", "must be 1 to 256, got 0"),
+    ({"url": "https://example.com", "concurrency": 1000}, "concurrency", "must be 1 to 256, got 1000"),
     ({"url": "https://example.com", "headers": {"idempotency-key": "x"}}, "headers", "cannot be overridden"),
     ({"url": "https://example.com", "headers": {"X-A": "a\r\nX-B: b"}}, "headers", "line breaks"),
 ])

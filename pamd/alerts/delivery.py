@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
+from pamd.alerts.lanes import in_lanes
 from pamd.alerts.outbox import Delivery, OutboxBook
 from pamd.backoff import backoff
 from pamd.metrics import Metrics
@@ -22,7 +23,7 @@ from pamd.sinks.base import BatchSink, PermanentDeliveryError, Sink, TransientDe
 
 log = logging.getLogger("pamd.delivery")
 
-BATCH = 200  # alerts per call to a BatchSink (one Redis round trip)
+BATCH = 200  # alerts per window: per call to a BatchSink (one Redis round trip or one INSERT)
 
 
 class Deliverer:
@@ -45,49 +46,39 @@ class Deliverer:
         self, alerts: Sequence[Alert], outcome: str = "delivered", now: datetime | None = None, *,
         still_leading: Callable[[], bool] | None = None,
     ) -> list[Alert]:
-        """Deliver stored ``alerts`` (in order) to every sink; ``outcome`` labels the fully delivered ones in
-        ``pamd_alerts_total`` (``delivered``, or ``released`` for alerts held for quiet hours).
+        """Deliver stored ``alerts`` to every sink, each user's in order; ``outcome`` labels the fully delivered
+        ones in ``pamd_alerts_total`` (``delivered``, or ``released`` for alerts held for quiet hours).
 
-        ``still_leading`` is asked before each alert: once it says no (the lease lapsed: a pause, a partition),
-        nothing more is delivered and the alerts not handed to any sink are returned (they stay pending)."""
+        They go a window of :data:`BATCH` at a time: a :class:`BatchSink` gets a window's alerts in one call; any
+        other sink one alert at a time, or up to its ``concurrency`` users' alerts at once. ``still_leading`` is
+        asked before each alert is handed to the sinks: once it says no (the lease lapsed: a pause, a partition),
+        no more alert is handed to any sink (those of the window already handed still reach the other sinks), and
+        the alerts not handed are returned (they stay pending): of each user, the later ones."""
         if not alerts:
             return []
         now = now or datetime.now(UTC)
         queued: set[tuple[str, str]] = set()
         if self.book is not None and self.sinks:
             queued = await self.book.queued_users(list(self.sinks), sorted({a.user_id for a in alerts}))
-        done: list[Alert] = []
-        unsettled: list[Alert] = []
-        records: list[Delivery] = []
-        left: list[Alert] = []
-        ahead: dict[tuple[str, str], tuple[bool, str, float] | None] = {}  # (sink, alert id) -> a batch's result
-        for index, alert in enumerate(alerts):
-            if still_leading is not None and not still_leading():
-                left = list(alerts[index:])
+        run = _Round(self, alerts, queued, now, still_leading)
+        singles = [(name, sink) for name, sink in self.sinks.items() if not isinstance(sink, BatchSink)]
+        batches = [(name, sink) for name, sink in self.sinks.items() if isinstance(sink, BatchSink)]
+        for start in range(0, len(alerts), BATCH):
+            window = range(start, min(start + BATCH, len(alerts)))
+            for n, (name, sink) in enumerate(singles):  # the first one hands the alerts out
+                await in_lanes(window, lambda i: alerts[i].user_id, _concurrency(sink), run.sender(name, sink, n == 0))
+            if not singles:  # no one-at-a-time sink handed them out
+                for index in window:
+                    if not run.hand(index):
+                        break
+            for name, batch_sink in batches:
+                await run.send_batch(name, batch_sink, [i for i in window if i in run.handed])
+            if run.stopped:
                 break
-            complete = True
-            for name, sink in self.sinks.items():
-                if (name, alert.user_id) in queued:
-                    records.append(_record(alert, name, "pending", 0, now, "waiting behind an earlier alert"))
-                    self.metrics.deliveries.labels(name, "queued").inc()
-                    complete = False
-                    continue
-                if isinstance(sink, BatchSink):
-                    error = await self._attempt_ahead(name, sink, alerts, index, queued, ahead, now)
-                else:
-                    error = await self._attempt(name, sink, alert, now)
-                if error is None:
-                    continue
-                complete = False
-                retry, message, wait = error
-                if retry and self.book is not None:
-                    records.append(_record(alert, name, "pending", 1, now + self._delay(1, wait), message))
-                    queued.add((name, alert.user_id))
-                else:
-                    records.append(_record(alert, name, "failed", 1, now, message))
-            (done if complete else unsettled).append(alert)
-        await self._conclude(done, unsettled, records, outcome, now)
-        return left
+        handed = [i for i in range(len(alerts)) if i in run.handed]
+        await self._conclude([alerts[i] for i in handed if run.complete[i]],
+                             [alerts[i] for i in handed if not run.complete[i]], run.records, outcome, now)
+        return [alert for i, alert in enumerate(alerts) if i not in run.handed]
 
     async def retry_due(self, now: datetime | None = None) -> int:
         """Retry the deliveries due at ``now`` (each user's queue per sink in order; a failure stops that queue
@@ -96,33 +87,40 @@ class Deliverer:
             return 0
         now = now or datetime.now(UTC)
         due = await self.book.due_deliveries(now)
-        stopped: set[tuple[str, str]] = set()
         changed: list[Delivery] = []
         touched: dict[str, Alert] = {}
         sent = 0
-        for record, alert in due:
-            queue = (record.sink, record.user_id)
-            sink = self.sinks.get(record.sink)
-            if queue in stopped or sink is None:
-                continue  # behind a failure this round, or a sink no longer configured (kept until it returns)
-            touched[alert.id] = alert
-            if alert.expires_at is not None and alert.expires_at <= now:
-                record.state, record.last_error = "expired", "the alert expired before it could be delivered"
-                self.metrics.deliveries.labels(record.sink, "expired").inc()
+
+        def retry(sink: Sink) -> Callable[[tuple[Delivery, Alert]], Awaitable[bool]]:
+            async def attempt(item: tuple[Delivery, Alert]) -> bool:
+                """One queued delivery; False stops its queue (a failure: the rest wait for the next attempt)."""
+                nonlocal sent
+                record, alert = item
+                touched[alert.id] = alert
                 changed.append(record)
-                continue
-            error = await self._attempt(record.sink, sink, alert, now)
-            record.attempts += 1
-            if error is None:
-                record.state, record.last_error = "delivered", None
-                sent += 1
-            elif error[0]:
-                record.next_attempt_at = now + self._delay(record.attempts, error[2])
-                record.last_error = error[1]
-                stopped.add(queue)
-            else:
-                record.state, record.last_error = "failed", error[1]
-            changed.append(record)
+                if alert.expires_at is not None and alert.expires_at <= now:
+                    record.state, record.last_error = "expired", "the alert expired before it could be delivered"
+                    self.metrics.deliveries.labels(record.sink, "expired").inc()
+                    return True
+                error = await self._attempt(record.sink, sink, alert, now)
+                record.attempts += 1
+                if error is None:
+                    record.state, record.last_error = "delivered", None
+                    sent += 1
+                elif error[0]:
+                    record.next_attempt_at = now + self._delay(record.attempts, error[2])
+                    record.last_error = error[1]
+                    return False
+                else:
+                    record.state, record.last_error = "failed", error[1]
+                return True
+
+            return attempt
+
+        # Each user's queue per sink in order; a sink no longer configured keeps its records until it returns.
+        for name, sink in self.sinks.items():
+            await in_lanes([item for item in due if item[0].sink == name], lambda item: item[0].user_id,
+                           _concurrency(sink), retry(sink))
         await self.book.save_deliveries(changed, now)
         settled = await self.book.settle_alerts(list(touched), now)
         for alert_id, state in settled.items():
@@ -156,22 +154,6 @@ class Deliverer:
     async def _attempt(self, name: str, sink: Sink, alert: Alert, now: datetime) -> tuple[bool, str, float] | None:
         """One delivery: ``None`` if it went through, else ``(retry?, why, seconds the receiver asked to wait)``."""
         return await self._try(name, lambda: sink.deliver(alert), [alert], now)
-
-    async def _attempt_ahead(
-        self, name: str, sink: BatchSink, alerts: Sequence[Alert], index: int, queued: set[tuple[str, str]],
-        ahead: dict[tuple[str, str], tuple[bool, str, float] | None], now: datetime,
-    ) -> tuple[bool, str, float] | None:
-        """:meth:`_attempt` for a :class:`BatchSink`: alert ``index`` and the next ones not queued behind a failure
-        (up to :data:`BATCH`) go in one call, whose result is kept for each of them. One round trip per batch instead
-        of per alert is what lets a tick's burst reach Redis at thousands a second. Deliveries stay in order per
-        user; ``still_leading`` is still asked before each alert, but an alert of the batch may already be delivered
-        when it says no (it then stays pending and is delivered again: at-least-once, idempotent by alert id)."""
-        key = (name, alerts[index].id)
-        if key not in ahead:
-            batch = [a for a in alerts[index : index + BATCH] if (name, a.user_id) not in queued]
-            result = await self._try(name, lambda: sink.deliver_batch(batch), batch, now)
-            ahead.update(((name, a.id), result) for a in batch)
-        return ahead.pop(key)
 
     async def _try(
         self, name: str, deliver: Callable[[], Awaitable[None]], alerts: Sequence[Alert], now: datetime
@@ -231,6 +213,90 @@ class Deliverer:
         step = min(self.retry_cap, self.retry_base * 2 ** (attempts - 1))
         jittered = step / 2 + backoff(attempts, self.retry_base / 2, self.retry_cap / 2)
         return timedelta(seconds=max(jittered, min(asked, self.retry_cap * 12)))
+
+
+class _Round:
+    """One :meth:`Deliverer.deliver` call's state: which alerts were handed to the sinks, which every sink has, and
+    the delivery records of those some sink does not have."""
+
+    def __init__(
+        self, deliverer: Deliverer, alerts: Sequence[Alert], queued: set[tuple[str, str]], now: datetime,
+        still_leading: Callable[[], bool] | None,
+    ) -> None:
+        self.deliverer = deliverer
+        self.alerts = alerts
+        self.queued = queued  # (sink, user): an earlier alert waits for a retry, so the later ones queue behind it
+        self.now = now
+        self.still_leading = still_leading
+        self.records: list[Delivery] = []
+        self.handed: set[int] = set()  # indexes of the alerts handed to the sinks
+        self.complete = [True] * len(alerts)  # every sink has it
+        self.stopped = False  # still_leading said no
+
+    def hand(self, index: int) -> bool:
+        """Whether alert ``index`` goes to the sinks: asks ``still_leading`` the first time."""
+        if index not in self.handed:
+            if self.stopped or (self.still_leading is not None and not self.still_leading()):
+                self.stopped = True
+                return False
+            self.handed.add(index)
+        return True
+
+    def sender(self, name: str, sink: Sink, first: bool) -> Callable[[int], Awaitable[bool]]:
+        """The lane work delivering alert ``index`` to a one-at-a-time sink (``first``: it hands alerts out);
+        False when the alert is not handed (nor, then, the user's later ones)."""
+
+        async def send(index: int) -> bool:
+            if not (self.hand(index) if first else index in self.handed):
+                return False
+            if (name, self.alerts[index].user_id) in self.queued:
+                self.missed(name, index, None)
+            else:
+                error = await self.deliverer._attempt(name, sink, self.alerts[index], self.now)
+                if error is not None:
+                    self.missed(name, index, error)
+            return True
+
+        return send
+
+    async def send_batch(self, name: str, sink: BatchSink, indexes: list[int]) -> None:
+        """Handed alerts (``indexes``) to a :class:`BatchSink` in one call, but those queued behind an earlier
+        failure of their user. One round trip per window instead of per alert is what lets a tick's burst reach
+        Redis at thousands a second."""
+        ready = []
+        for index in indexes:
+            if (name, self.alerts[index].user_id) in self.queued:
+                self.missed(name, index, None)
+            else:
+                ready.append(index)
+        if ready:
+            batch = [self.alerts[index] for index in ready]
+            error = await self.deliverer._try(name, lambda: sink.deliver_batch(batch), batch, self.now)
+            if error is not None:
+                for index in ready:
+                    self.missed(name, index, error)
+
+    def missed(self, name: str, index: int, error: tuple[bool, str, float] | None) -> None:
+        """Sink ``name`` does not have alert ``index``: queued behind an earlier failure (``error`` None) or failed
+        (retried later if the failure is transient and there is a book to remember it)."""
+        alert, now = self.alerts[index], self.now
+        self.complete[index] = False
+        if error is None:
+            self.records.append(_record(alert, name, "pending", 0, now, "waiting behind an earlier alert"))
+            self.deliverer.metrics.deliveries.labels(name, "queued").inc()
+            return
+        retry, message, wait = error
+        if retry and self.deliverer.book is not None:
+            self.records.append(_record(alert, name, "pending", 1, now + self.deliverer._delay(1, wait), message))
+            self.queued.add((name, alert.user_id))
+        else:
+            self.records.append(_record(alert, name, "failed", 1, now, message))
+
+
+def _concurrency(sink: Sink) -> int:
+    """The sink's :attr:`Sink.concurrency`; 1 for a sink that does not say (one not derived from :class:`Sink`)."""
+    value = getattr(sink, "concurrency", 1)
+    return value if isinstance(value, int) and value > 1 else 1
 
 
 def _record(alert: Alert, sink: str, state: str, attempts: int, at: datetime, error: str | None) -> Delivery:

@@ -42,6 +42,10 @@ class Sink:
 
     name: ClassVar[str] = ""
     config_type: ClassVar[type[Any] | None] = None
+    concurrency: int = 1
+    """Deliveries in flight at once, each for another user (a user's alerts always go one after another, in
+    order). 1: one at a time, in the order the alerts were stored. A sink whose receiver is a round trip away
+    (``webhook``) sets more; ``deliver`` must then be safe to run concurrently."""
 
     async def deliver(self, alert: Alert) -> None:
         raise NotImplementedError
