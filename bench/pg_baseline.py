@@ -6,9 +6,13 @@ from __future__ import annotations
 import math
 import resource
 import secrets
+import subprocess
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -17,40 +21,89 @@ from monitors_scale import fuel_work
 from pamd.store.pg_base import split_pg_url
 from pamd.store.records import FuelFill, FuelInput, FuelVehicle
 
+ROOT = Path(__file__).resolve().parent.parent
 
-async def alert_path(url: str, redis_url: str, count: int, sink: str = "redis") -> dict[str, Any]:
+
+# A webhook receiver in a process of its own (the GIL of a threaded server in the bench's process would slow the
+# daemon's side): tests/fakes/server.py with kept-alive connections, answering 204 after ``delay`` seconds. It prints
+# its URL, then, once its stdin closes, how many requests it answered.
+_RECEIVER = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from tests.fakes.server import FakeServer, Reply
+server = FakeServer(lambda request: Reply(204), keep_alive=True)
+server.delay = float(sys.argv[2])
+server.start()
+print(server.url, flush=True)
+sys.stdin.read()
+print(len(server.requests), flush=True)
+"""
+
+
+@contextmanager
+def webhook_receiver(delay: float) -> Iterator[tuple[str, Callable[[], int]]]:
+    """A webhook receiver on 127.0.0.1 answering after ``delay`` s: its URL, and a function that stops it and
+    returns how many requests it answered."""
+    proc = subprocess.Popen([sys.executable, "-c", _RECEIVER, str(ROOT), str(delay)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdin is not None and proc.stdout is not None
+    answered: list[int] = []
+
+    def stop() -> int:
+        if not answered:
+            assert proc.stdin is not None and proc.stdout is not None
+            proc.stdin.close()
+            answered.append(int(proc.stdout.readline()))
+            proc.wait(10)
+        return answered[0]
+
+    try:
+        yield proc.stdout.readline().strip(), stop
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+async def alert_path(url: str, redis_url: str, count: int, sink: str = "redis", *, webhook_delay: float = 0.02
+                     ) -> dict[str, Any]:
     """``count`` alerts (one per user, fuel-sized text and facts) through :class:`pamd.pipeline.AlertPipeline` with
     the Postgres store as alert book and outbox, as a tick submits them: decided, stored in ``pam_alerts``, delivered
-    to ``sink``: ``redis`` (its keys, prefix ``pamd-bench-<random>``, deleted afterwards) or ``table`` (rows of the
-    schema's ``notifications``, deleted afterwards)."""
+    to ``sink``: ``redis`` (its keys, prefix ``pamd-bench-<random>``, deleted afterwards), ``table`` (rows of the
+    schema's ``notifications``, deleted afterwards) or ``webhook`` (a receiver on 127.0.0.1 answering after
+    ``webhook_delay`` s, the webhook sink at its default concurrency)."""
+    if sink == "webhook":
+        with webhook_receiver(webhook_delay) as (hook, stop):
+            result = await _alert_path(url, redis_url, count, sink, hook)
+            result["landed"] = stop()
+            result["webhook_delay"] = webhook_delay
+            return result
+    return await _alert_path(url, redis_url, count, sink, "")
+
+
+async def _alert_path(url: str, redis_url: str, count: int, sink: str, hook: str) -> dict[str, Any]:
     import redis.asyncio as aioredis
 
     import pamd
     from pamd.metrics import Metrics
     from pamd.pipeline import AlertPipeline
-    from pamd.sinks.redis import RedisSink
-    from pamd.sinks.table import TableSink
     from pamd.store.pg import PostgresStore
 
     prefix = f"pamd-bench-{secrets.token_hex(4)}"
     store = PostgresStore(url)
-    target: RedisSink | TableSink
-    if sink == "redis":
-        target = RedisSink({"url": redis_url, "prefix": prefix, "stream_maxlen": count + 1000})
-    else:
-        target = TableSink({}, None)
-        target.bind_store(store)
+    target = _sink(sink, store, redis_url, prefix, count, hook)
     in_sink = [0.0]
-    deliver_batch = target.deliver_batch
+    name = "deliver" if sink == "webhook" else "deliver_batch"
+    deliver = getattr(target, name)
 
-    async def timed(alerts: Sequence[pamd.Alert]) -> None:
+    async def timed(alerts: Any) -> None:  # deliver's alert or deliver_batch's alerts
         started = time.perf_counter()
         try:
-            await deliver_batch(alerts)
+            await deliver(alerts)
         finally:
             in_sink[0] += time.perf_counter() - started
 
-    target.deliver_batch = timed  # type: ignore[method-assign]
+    setattr(target, name, timed)
     pipeline = AlertPipeline({sink: target}, Metrics(), book=store)
     users = [row[0] for row in await store._call(lambda conn: conn.fetch(
         "SELECT id FROM profiles ORDER BY id LIMIT $1", count))]
@@ -70,9 +123,11 @@ async def alert_path(url: str, redis_url: str, count: int, sink: str = "redis") 
         seconds = time.perf_counter() - started
         if sink == "redis":
             landed = int(await client.xlen(f"{prefix}:alerts"))
-        else:
+        elif sink == "table":
             landed = await store._call(lambda conn: conn.fetchval(
                 "SELECT count(*) FROM notifications WHERE type = 'bench_alert'"))
+        else:
+            landed = 0  # the receiver counts
     finally:
         keys = [key async for key in client.scan_iter(match=f"{prefix}:*", count=5000)]
         for start in range(0, len(keys), 1000):
@@ -86,6 +141,21 @@ async def alert_path(url: str, redis_url: str, count: int, sink: str = "redis") 
             "held": result.outcomes.get("held", 0),
             "seconds": seconds, "sink_seconds": in_sink[0],
             "rss_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def _sink(kind: str, store: Any, redis_url: str, prefix: str, count: int, hook: str) -> Any:
+    """The alert path's sink: ``redis``, ``table`` (writing through ``store``) or ``webhook`` (to ``hook``)."""
+    from pamd.sinks.redis import RedisSink
+    from pamd.sinks.table import TableSink
+    from pamd.sinks.webhook import WebhookSink
+
+    if kind == "redis":
+        return RedisSink({"url": redis_url, "prefix": prefix, "stream_maxlen": count + 1000})
+    if kind == "webhook":
+        return WebhookSink({"url": f"{hook}/hook"})
+    table = TableSink({}, None)
+    table.bind_store(store)
+    return table
 
 
 async def naive_fuel(url: str, limit: int) -> dict[str, Any]:

@@ -10,10 +10,11 @@ then runs in its own subprocess through the daemon's runner and alert pipeline (
 ``bench/monitors_scale.py``, providers faked on 127.0.0.1): one tick and the same tick again at once. Reported: tick
 seconds, users/s, rows fetched from Postgres (by the monitor and by the pipeline), alerts, peak RSS. Then the alert
 path: ``--alerts`` alerts through the pipeline (stored in ``pam_alerts``, then delivered) to the Redis sink
-(127.0.0.1:6379, a key prefix of its own, deleted afterwards), and the same to the table sink (rows of the schema's
-``notifications``, deleted afterwards). Last, the naive baseline: the same fuel work (read,
-estimate, alert text) on ``--naive-users`` users with one query per table per user through asyncpg, as the old
-system did. Targets: fuel and budget ticks <= 10 s each, all five <= 60 s, peak RSS <= 200 MB, >= 5,000 alerts/s.
+(127.0.0.1:6379, a key prefix of its own, deleted afterwards), the same to the table sink (rows of the schema's
+``notifications``, deleted afterwards), and ``--webhook-alerts`` to the webhook sink with a receiver on 127.0.0.1
+answering after ``--webhook-delay`` s (a receiver a round trip away). Last, the naive baseline: the same fuel work
+(read, estimate, alert text) on ``--naive-users`` users with one query per table per user through asyncpg, as the
+old system did. Targets: fuel and budget ticks <= 10 s each, all five <= 60 s, peak RSS <= 200 MB, >= 5,000 alerts/s.
 
 The development VMs differ by up to 3x in speed and are noisy (the same statement 53-106 ms within a minute): the report
 starts with the machine's speed before and after the monitors (:func:`pg_baseline.machine_speed`), and
@@ -31,6 +32,7 @@ import sys
 import tempfile
 import time
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -106,7 +108,7 @@ def _seconds(value: float | None) -> str:
 
 def report(
     results: list[dict[str, Any]], users: int, path: dict[str, Any], naive: dict[str, Any],
-    speed: dict[str, dict[str, float]], table: dict[str, Any] | None = None,
+    speed: dict[str, dict[str, float]], table: dict[str, Any] | None = None, hook: dict[str, Any] | None = None,
 ) -> list[str]:
     """Print the table with the verdicts against the targets; returns the failed targets."""
     failed: list[str] = []
@@ -163,6 +165,10 @@ def report(
         print(f"the same to the table sink: {table['delivered']:,} delivered ({table['landed']:,} rows in "
               f"notifications) in {table['seconds']:.2f} s, of which {table['sink_seconds']:.2f} s in the sink: "
               f"{table['delivered'] / table['seconds']:,.0f} alerts/s (the target is Redis's)")
+    if hook:
+        print(f"{hook['alerts']:,} alerts to the webhook sink, the receiver answering after "
+              f"{hook['webhook_delay'] * 1000:.0f} ms: {hook['delivered']:,} delivered ({hook['landed']:,} requests) "
+              f"in {hook['seconds']:.2f} s: {hook['delivered'] / hook['seconds']:,.0f} alerts/s")
     if naive:
         naive_rate = naive["users"] / naive["naive_seconds"]
         store_rate = naive["users"] / naive["store_seconds"]
@@ -207,6 +213,9 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=1_000_000)
     parser.add_argument("--only", default=",".join(MONITORS))
     parser.add_argument("--alerts", type=int, default=50_000, help="alerts through the alert path (0: skip)")
+    parser.add_argument("--webhook-alerts", type=int, default=3_000,
+                        help="alerts through the alert path to a webhook receiver on 127.0.0.1 (0: skip)")
+    parser.add_argument("--webhook-delay", type=float, default=0.02, help="the receiver's reply time, s")
     parser.add_argument("--naive-users", type=int, default=20_000, help="users of the naive baseline (0: skip)")
     parser.add_argument("--pg", default="postgresql://postgres@127.0.0.1:5432/test")
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
@@ -243,13 +252,16 @@ def main() -> None:
         speed["after"] = anyio.run(machine_speed, url)
         path = anyio.run(alert_path, url, args.redis, args.alerts) if args.alerts else {}
         table = anyio.run(alert_path, url, args.redis, args.alerts, "table") if args.alerts else {}
+        hook = (anyio.run(partial(alert_path, url, args.redis, args.webhook_alerts, "webhook",
+                                  webhook_delay=args.webhook_delay)) if args.webhook_alerts else {})
         naive = anyio.run(naive_fuel, url, args.naive_users) if args.naive_users else {}
-        failed = report(results, users, path, naive, speed, table)
+        failed = report(results, users, path, naive, speed, table, hook)
         results_dir = ROOT / "bench" / "results"
         results_dir.mkdir(exist_ok=True)
         out_path = results_dir / f"pg-scale-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
         out_path.write_text(json.dumps({"users": users, "generated": generated, "results": results,
-                                        "alert_path": path, "table_path": table, "naive": naive, "failed": failed,
+                                        "alert_path": path, "table_path": table, "webhook_path": hook, "naive": naive,
+                                        "failed": failed,
                                         "machine": speed,
                                         "cpu_count": os.cpu_count(), "load": os.getloadavg()}, indent=2))
         print(f"written {out_path}")
