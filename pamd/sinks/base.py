@@ -43,9 +43,10 @@ class Sink:
     name: ClassVar[str] = ""
     config_type: ClassVar[type[Any] | None] = None
     concurrency: int = 1
-    """Deliveries in flight at once, each for another user (a user's alerts always go one after another, in
-    order). 1: one at a time, in the order the alerts were stored. A sink whose receiver is a round trip away
-    (``webhook``) sets more; ``deliver`` must then be safe to run concurrently."""
+    """Deliveries a delivery round has in flight at once, each for another user (a user's alerts always go one
+    after another, in order). 1: one at a time, in the order the alerts were stored. A sink whose receiver is a
+    round trip away (``webhook``) sets more. ``deliver`` may be called concurrently whatever this says: a tick's
+    two batches in flight are two rounds (of different users)."""
 
     async def deliver(self, alert: Alert) -> None:
         raise NotImplementedError
