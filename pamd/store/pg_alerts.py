@@ -361,14 +361,10 @@ class PostgresOutboxQueries(PostgresAlertQueries):
         if not alerts:
             return 0
         now = datetime.now(UTC)
-        columns: list[list[Any]] = [[] for _ in range(9)]
-        for a in alerts:
-            row = (a.id, a.user_id, a.kind, a.priority.value, a.title, a.body, _json(notification_data(a)),
-                   pg_ts(a.created_at or now), pg_ts(a.expires_at) if a.expires_at else None)
-            for column, value in zip(columns, row, strict=True):
-                column.append(value)
+        rows = [(a.id, a.user_id, a.kind, a.priority.value, a.title, a.body, _json(notification_data(a)),
+                 pg_ts(a.created_at or now), pg_ts(a.expires_at) if a.expires_at else None) for a in alerts]
         # ``table`` is checked to be a plain name by the sink; quoted all the same.
-        status = await self._execute(_NOTIFY.format(table=table), *columns)
+        status = await self._execute(_NOTIFY.format(table=table), *(list(column) for column in zip(*rows, strict=True)))
         return int(status.rsplit(" ", 1)[1])
 
     async def _alerts_by_id(self, conn: asyncpg.Connection, ids: list[str]) -> dict[str, Alert]:
